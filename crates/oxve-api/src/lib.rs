@@ -1,0 +1,21 @@
+//! oxve-api: the HTTP layer. It parses a request, authenticates the caller,
+//! validates the parameters against the schema, checks the permission rule,
+//! calls a handler and shapes the answer as upstream does. Handlers are thin:
+//! the work lives in the domain crates.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod coverage;
+pub mod dispatch;
+pub mod error;
+pub mod handlers;
+pub mod netns;
+pub mod node;
+pub mod openapi;
+pub mod perm;
+pub mod server;
+pub mod sys;
+pub mod tls;
+
+pub use error::{ApiError, ApiResult};
+pub use node::{Node, NodeOptions};

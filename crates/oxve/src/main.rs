@@ -1,0 +1,91 @@
+//! `oxve`: the daemon and the multi-call command-line tools.
+//!
+//! Invoked as `oxve daemon ...` it runs a node. Invoked as `pvesh`, `pveum`
+//! (symlinks to this binary) or as `oxve pvesh ...`, it is that tool, talking
+//! to the local node through its Unix socket as root@pam.
+
+mod cli;
+mod client;
+mod daemon;
+mod output;
+mod pvesh;
+mod pveum;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Tools this binary answers to, by name.
+const TOOLS: &[&str] = &["pvesh", "pveum"];
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    let mut root: Option<PathBuf> = None;
+    let tool = if TOOLS.contains(&argv0.as_str()) {
+        args.remove(0);
+        argv0
+    } else {
+        args.remove(0);
+        // `oxve [--root DIR] <tool|daemon> ...`
+        while let Some(first) = args.first() {
+            if first == "--root" && args.len() > 1 {
+                root = Some(PathBuf::from(args[1].clone()));
+                args.drain(..2);
+            } else if let Some(dir) = first.strip_prefix("--root=") {
+                root = Some(PathBuf::from(dir));
+                args.remove(0);
+            } else {
+                break;
+            }
+        }
+        if args.is_empty() {
+            eprintln!("{}", usage());
+            return ExitCode::from(2);
+        }
+        args.remove(0)
+    };
+    let root = root
+        .or_else(|| std::env::var_os("OXVE_ROOT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let result = match tool.as_str() {
+        "daemon" => return daemon::main(root, args),
+        "pvesh" => pvesh::main(&root, args),
+        "pveum" => pveum::main(&root, args),
+        "help" | "--help" | "-h" => {
+            println!("{}", usage());
+            Ok(())
+        }
+        "--version" | "version" => {
+            println!("oxve {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        other => Err(cli::CliError::Usage(format!(
+            "unknown command '{other}'\n{}",
+            usage()
+        ))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn usage() -> String {
+    format!(
+        "oxve {} - a Proxmox VE compatible virtualization environment\n\n\
+         USAGE: oxve [--root DIR] <command> [ARGS]\n\n\
+         COMMANDS:\n  \
+           daemon     run a node (HTTPS API on port 8006, local socket for the CLI)\n  \
+           pvesh      call any API path: get|set|create|delete|ls|usage PATH\n  \
+           pveum      users, groups, roles, ACLs, tokens and passwords\n\n\
+         The tools are also available as symlinks named after them.\n\
+         OXVE_ROOT (or --root) selects the node's root directory (default /).",
+        env!("CARGO_PKG_VERSION")
+    )
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing oxve needs on Debian 12.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(
+  gcc libc6-dev pkg-config make    # cc for C-building crates (SQLite, ring)
+  libpam0g-dev                     # real PAM authentication
+  iproute2                         # ip netns for --netns
+  ca-certificates curl
+  python3 python3-venv python3-pip # proxmoxer system tests
+  openssl                          # certificate checks in tests
+  wrk                              # benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PAM service used for pam realm logins (as upstream's proxmox-ve-auth).
+if [ ! -e /etc/pam.d/proxmox-ve-auth ]; then
+  cat > /etc/pam.d/proxmox-ve-auth <<'PAM'
+auth    include common-auth
+account include common-account
+PAM
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "installing Rust (rustup, stable)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi

@@ -1,0 +1,340 @@
+"""Helpers shared by the oxve system tests: find the binary, run a node, talk to it.
+
+A `Node` is one `oxve daemon` process with its own root directory, port and
+network namespace. Tests drive it the way users do: with proxmoxer, with raw
+`requests` calls, and with the `oxve` command-line tools over its Unix socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+import urllib3
+from proxmoxer import ProxmoxAPI
+
+urllib3.disable_warnings()
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_NAME = "testnode"
+READY_TIMEOUT = 60
+# Password of the `admin@pve` user every node gets (Administrator on /).
+ADMIN = "admin@pve"
+ADMIN_PASSWORD = "admin-secret-1"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip when a required capability is missing; in CI that is a failure."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"required capability missing (CI=true forbids skipping): {why}")
+    pytest.skip(why)
+
+
+def find_binary() -> Path:
+    env = os.environ.get("OXVE_BIN")
+    if env:
+        p = Path(env)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            pytest.fail(f"OXVE_BIN={env} is not an executable file")
+        return p.resolve()
+    for kind in ("release", "debug"):
+        p = REPO / "target" / kind / "oxve"
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    pytest.fail(
+        f"oxve binary not found: set OXVE_BIN or build {REPO}/target/release/oxve "
+        f"(cargo build --release) or {REPO}/target/debug/oxve"
+    )
+
+
+def find_apidata() -> Path | None:
+    candidates = []
+    if os.environ.get("OXVE_SHARED"):
+        candidates.append(Path(os.environ["OXVE_SHARED"]) / "pve-api" / "apidata.json")
+    candidates.append(REPO.parent / "shared" / "pve-api" / "apidata.json")
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def load_apidata() -> list:
+    p = find_apidata()
+    if p is None:
+        msg = "upstream API schema apidata.json not found (set OXVE_SHARED or put shared/ beside the repo)"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return json.loads(p.read_text())
+
+
+def walk_schema(nodes):
+    for n in nodes:
+        yield n
+        yield from walk_schema(n.get("children") or [])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def netns_exists(name: str) -> bool:
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return any(line.split()[0] == name for line in r.stdout.splitlines() if line.strip())
+
+
+class Node:
+    """One oxve daemon started by the tests (and only ever signalled by its pid)."""
+
+    def __init__(self, binary: Path, node: str = NODE_NAME):
+        self.binary = Path(binary)
+        self.node = node
+        self.root = Path(tempfile.mkdtemp(prefix="oxvet-root-"))
+        self.port = free_port()
+        self.netns = "oxvet-" + secrets.token_hex(4)
+        self.host = "127.0.0.1"
+        self.url = f"https://{self.host}:{self.port}"
+        self.api_url = f"{self.url}/api2/json"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.root.parent / (self.root.name + ".daemon.log")
+        self._admin: ProxmoxAPI | None = None
+        self._admin_ticket = None
+        self.starts = 0
+
+    # ---- process control -------------------------------------------------
+
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "daemon already running"
+        self.starts += 1
+        log = open(self.log_path, "a", buffering=1)
+        log.write(f"===== start #{self.starts} =====\n")
+        cmd = [
+            str(self.binary), "daemon",
+            "--root", str(self.root),
+            "--port", str(self.port),
+            "--netns", self.netns,
+            "--node", self.node,
+            "--listen", self.host,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        ready = threading.Event()
+        proc = self.proc
+
+        def pump():
+            for line in proc.stdout:
+                log.write("[stdout] " + line)
+                if "ready" in line:
+                    ready.set()
+            log.flush()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.is_set():
+            if proc.poll() is not None:
+                time.sleep(0.2)
+                raise RuntimeError(
+                    f"oxve daemon exited with status {proc.returncode} before it was ready; "
+                    f"command: {' '.join(cmd)}\n--- log tail ---\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self._signal(signal.SIGKILL)
+                raise RuntimeError(
+                    f"oxve daemon printed no 'ready' line within {timeout}s\n--- log tail ---\n{self.log_tail()}"
+                )
+            ready.wait(0.1)
+        # "ready" promises the port accepts TLS connections.
+        while True:
+            try:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                with socket.create_connection((self.host, self.port), timeout=5) as s:
+                    with ctx.wrap_socket(s, server_hostname=self.host):
+                        break
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon said ready but port {self.port} refuses TLS: {e}")
+                time.sleep(0.1)
+
+    def _signal(self, sig) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, wait; SIGKILL if it does not stop. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(10)
+                raise AssertionError(f"daemon did not stop within {timeout}s of SIGTERM")
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        """Stop the daemon (works when it already died) and start it on the same root."""
+        self.stop()
+        self.start()
+        self._admin = None
+        self._admin_ticket = None
+
+    def close(self) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self._signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self._signal(signal.SIGKILL)
+                    self.proc.wait(10)
+        finally:
+            if netns_exists(self.netns):
+                subprocess.run(["ip", "netns", "del", self.netns], check=False)
+            if os.environ.get("OXVE_KEEP_ROOT"):
+                print(f"kept node root {self.root} (log {self.log_path})")
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
+                try:
+                    self.log_path.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    # ---- command line ----------------------------------------------------
+
+    def cli(self, *args, input: str | None = None, check: bool = True, argv0: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run `oxve ARGS...` (or a symlink named argv0) with OXVE_ROOT set to this node's root."""
+        env = dict(os.environ, OXVE_ROOT=str(self.root))
+        exe = argv0 or str(self.binary)
+        r = subprocess.run(
+            [exe, *[str(a) for a in args]],
+            env=env, input=input, capture_output=True, text=True, timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"`{' '.join(['oxve', *map(str, args)])}` exited {r.returncode}\n"
+                f"stdout: {r.stdout.strip()}\nstderr: {r.stderr.strip()}"
+            )
+        return r
+
+    def add_user(self, userid: str, password: str, role: str | None = None, path: str = "/") -> None:
+        """Create a pve-realm user through pveum (as root over the socket), optionally with a role."""
+        self.cli("pveum", "user", "add", userid, "--password", password)
+        if role:
+            self.cli("pveum", "acl", "modify", path, "--users", userid, "--roles", role)
+
+    # ---- API -------------------------------------------------------------
+
+    def proxmox(self, user: str, password: str | None = None, **kw) -> ProxmoxAPI:
+        kw.setdefault("verify_ssl", False)
+        kw.setdefault("timeout", 30)
+        if password is not None:
+            kw["password"] = password
+        return ProxmoxAPI(self.host, port=self.port, user=user, **kw)
+
+    @property
+    def admin(self) -> ProxmoxAPI:
+        """proxmoxer logged in as admin@pve (Administrator on /); created on first use."""
+        if self._admin is None:
+            if not getattr(self, "_admin_created", False):
+                self.add_user(ADMIN, ADMIN_PASSWORD, role="Administrator")
+                self._admin_created = True
+            self._admin = self.proxmox(ADMIN, ADMIN_PASSWORD)
+        return self._admin
+
+    def login(self, user: str, password: str, **extra) -> requests.Response:
+        return requests.post(
+            f"{self.api_url}/access/ticket",
+            data={"username": user, "password": password, **extra},
+            verify=False, timeout=30,
+        )
+
+    def ticket(self, user: str, password: str) -> tuple[str, str]:
+        r = self.login(user, password)
+        assert r.status_code == 200, f"login of {user} failed: {r.status_code} {r.reason} {r.text}"
+        data = r.json()["data"]
+        return data["ticket"], data["CSRFPreventionToken"]
+
+    def admin_session(self) -> requests.Session:
+        """A raw requests.Session carrying admin@pve's ticket cookie and CSRF header."""
+        self.admin  # make sure the user exists
+        ticket, csrf = self.ticket(ADMIN, ADMIN_PASSWORD)
+        return ticket_session(ticket, csrf)
+
+    def url_for(self, path: str, fmt: str = "json") -> str:
+        return f"{self.url}/api2/{fmt}{path}"
+
+
+def ticket_session(ticket: str | None = None, csrf: str | None = None) -> requests.Session:
+    s = requests.Session()
+    s.verify = False
+    if ticket:
+        s.cookies.set("PVEAuthCookie", ticket)
+    if csrf:
+        s.headers["CSRFPreventionToken"] = csrf
+    return s
+
+
+def qpath(*parts) -> str:
+    return "/".join(quote(str(p), safe="@:!=,") for p in parts)
+
+
+def wait_task(api: ProxmoxAPI, node: str, upid: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = api.nodes(node).tasks(upid).status.get()
+        if st.get("status") == "stopped":
+            return st
+        assert time.monotonic() < deadline, f"task {upid} still {st} after {timeout}s"
+        time.sleep(0.2)

@@ -316,9 +316,19 @@ class Node:
         return f"{self.url}/api2/{fmt}{path}"
 
 
-def ticket_session(ticket: str | None = None, csrf: str | None = None) -> requests.Session:
+def insecure_session() -> requests.Session:
+    """A keep-alive session that accepts the node's self-signed certificate.
+
+    trust_env is off: with REQUESTS_CA_BUNDLE in the environment, requests would
+    otherwise override the session's verify=False on every request."""
     s = requests.Session()
+    s.trust_env = False
     s.verify = False
+    return s
+
+
+def ticket_session(ticket: str | None = None, csrf: str | None = None) -> requests.Session:
+    s = insecure_session()
     if ticket:
         s.cookies.set("PVEAuthCookie", ticket)
     if csrf:

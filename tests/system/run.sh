@@ -46,4 +46,9 @@ if [[ -z "${OXVE_SHARED:-}" && -d "$repo/../shared" ]]; then
 fi
 
 cd "$repo"
-exec "$venv/bin/python" -m pytest -x -q -p no:cacheprovider tests/system "$@"
+# Default to the whole suite unless test paths (file, dir or file::test) are given.
+target=(tests/system)
+for a in "$@"; do
+    if [[ "$a" != -* && -e "${a%%::*}" ]]; then target=(); break; fi
+done
+exec "$venv/bin/python" -m pytest -x -q -p no:cacheprovider "${target[@]}" "$@"

@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from oxvetest import ADMIN, ADMIN_PASSWORD
+from oxvetest import insecure_session, ADMIN, ADMIN_PASSWORD
 
 
 def test_kill9_during_user_creation_burst(node):
@@ -20,8 +20,7 @@ def test_kill9_during_user_creation_burst(node):
     errors: list[str] = []
 
     def writer(wid: int):
-        s = requests.Session()
-        s.verify = False
+        s = insecure_session()
         s.cookies.set("PVEAuthCookie", ticket)
         s.headers["CSRFPreventionToken"] = csrf
         i = 0

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from oxvetest import qpath, walk_schema
+from oxvetest import insecure_session, qpath, walk_schema
 
 NOBODY = "nobody@pve"
 NOBODY_PASSWORD = "nobody-pass-1"
@@ -115,8 +115,7 @@ def report(bad, total, what):
 
 def test_anonymous_gets_401_everywhere_but_world(node, calls):
     def make():
-        s = requests.Session()
-        s.verify = False
+        s = insecure_session()
         return s
 
     t0 = time.monotonic()
@@ -141,8 +140,7 @@ def test_user_without_acl_reaches_nothing_protected(node, calls):
     ticket, csrf = node.ticket(NOBODY, NOBODY_PASSWORD)
 
     def make():
-        s = requests.Session()
-        s.verify = False
+        s = insecure_session()
         s.cookies.set("PVEAuthCookie", ticket)
         s.headers["CSRFPreventionToken"] = csrf
         return s

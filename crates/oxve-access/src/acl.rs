@@ -159,8 +159,9 @@ fn compute(cfg: &UserConfig, authid: &Authid, path: &str) -> BTreeMap<String, bo
     out
 }
 
-/// Every path with an ACL that concerns `authid` (or `/`), with the
-/// privileges held there: the data of `GET /access/permissions`.
+/// Every path where `authid` holds privileges, with those privileges: the
+/// data of `GET /access/permissions` (paths without any are left out, as
+/// upstream does).
 pub fn permission_tree(
     cfg: &UserConfig,
     authid: &Authid,
@@ -183,6 +184,6 @@ pub fn permission_tree(
             let perms = permissions(cfg, authid, &p, now);
             (p, perms)
         })
-        .filter(|(p, perms)| !perms.is_empty() || p == "/")
+        .filter(|(_, perms)| !perms.is_empty())
         .collect()
 }

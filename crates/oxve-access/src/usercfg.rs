@@ -304,12 +304,18 @@ impl UserConfig {
             out.push_str(&format!("role:{id}:{}:\n", privs.join(",")));
         }
         out.push('\n');
-        for (path, entries) in &self.acl {
+        // Paths in tree order (`/a`, `/a/b`, `/a-b`), as upstream walks its ACL tree.
+        let mut paths: Vec<&String> = self.acl.keys().collect();
+        paths.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        for path in paths {
+            let entries = &self.acl[path];
             // propagate → role list → members, as upstream groups them.
             let mut collect: BTreeMap<bool, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+            // root@pam has every privilege anyway; upstream never writes it.
             let members = entries
                 .users
                 .iter()
+                .filter(|(m, _)| m.as_str() != "root@pam")
                 .map(|(m, r)| (m.clone(), r))
                 .chain(entries.groups.iter().map(|(g, r)| (format!("@{g}"), r)))
                 .chain(entries.tokens.iter().map(|(t, r)| (t.clone(), r)));
@@ -527,6 +533,14 @@ mod tests {
         assert_eq!(cfg.users["alice@pve"].comment, "a comment: with colon");
         assert!(cfg.users["alice@pve"].tokens["ci"].privsep);
         assert_eq!(cfg.write(), WRITTEN);
+    }
+
+    #[test]
+    fn acls_are_written_in_tree_order() {
+        let text = "user:a@pve:1:0::::::\n\n\n\n\nacl:1:/a-b:a@pve:PVEAuditor:\nacl:1:/a/b:a@pve:PVEAuditor:\nacl:1:/a:a@pve:PVEAuditor:\nacl:1:/:root@pam:PVEAuditor:\n";
+        let out = UserConfig::parse(text).unwrap().write();
+        assert!(out.ends_with("acl:1:/a:a@pve:PVEAuditor:\nacl:1:/a/b:a@pve:PVEAuditor:\nacl:1:/a-b:a@pve:PVEAuditor:\n"), "{out}");
+        assert!(!out.contains("root@pam"));
     }
 
     #[test]

@@ -56,13 +56,22 @@ async fn run(
     let verb =
         Verb::parse(verb_name).ok_or_else(|| ApiError::not_implemented(verb_name, &rel_decoded))?;
     let schema = ApiSchema::embedded();
+    if rel_decoded == "/" && verb == Verb::Get {
+        let caller = auth::authenticate(&node, &peer, req.headers())?;
+        auth::require_login(&caller)?;
+        return Ok(root_index(schema));
+    }
     let (method, vars) = match schema.route(verb, &rel_decoded) {
         Route::Found(m, vars) => (m, vars),
         _ => return Err(ApiError::not_implemented(verb_name, &rel_decoded)),
     };
     let world = method.permissions.as_ref().and_then(|p| p.user.as_deref()) == Some("world");
     let (parts, body) = req.into_parts();
-    let caller = auth::authenticate(&node, &peer, &parts.headers)?;
+    // A stale cookie must not stop anyone from logging in again.
+    let caller = match auth::authenticate(&node, &peer, &parts.headers) {
+        Err(_) if world => Caller::Anonymous,
+        other => other?,
+    };
     if !world {
         auth::require_login(&caller)?;
         if verb != Verb::Get {
@@ -80,6 +89,17 @@ async fn run(
     let raw = collect_params(parts.uri.query(), &parts.headers, &body, &vars)?;
     let params = oxve_schema::validate::validate_params(&method.parameters, &raw)
         .map_err(|e| ApiError::params(e.into_map()))?;
+    // Calls for another node would be proxied there; this node is alone.
+    if let Some(target) = method
+        .proxyto
+        .as_deref()
+        .and_then(|p| params.get(p))
+        .and_then(Value::as_str)
+    {
+        if target != node.name && target != "localhost" {
+            return Err(ApiError::fail(format!("no such cluster node '{target}'")));
+        }
+    }
     crate::perm::check_method(&node, &caller, method, &params)?;
     let Some(handler) = node.registry.get(method) else {
         return Err(ApiError::not_implemented(verb_name, &rel_decoded));
@@ -91,6 +111,18 @@ async fn run(
         method,
     })
     .await
+}
+
+/// `GET /api2/json/`: the top-level directories, as upstream lists them.
+fn root_index(schema: &ApiSchema) -> Value {
+    let mut dirs: Vec<&str> = schema
+        .methods()
+        .iter()
+        .filter_map(|m| m.path.trim_start_matches('/').split('/').next())
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    Value::Array(dirs.into_iter().map(|d| json!({ "subdir": d })).collect())
 }
 
 /// Merges query, body and path variables into one raw parameter map.

@@ -22,7 +22,13 @@ fn openapi_document_covers_every_method() {
     let doc = oxve_api::openapi::document();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().expect("paths");
-    let methods: usize = paths.values().map(|p| p.as_object().map_or(0, |o| o.len())).sum();
-    assert_eq!(methods, oxve_schema::api::ApiSchema::embedded().methods().len());
+    let methods: usize = paths
+        .values()
+        .map(|p| p.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(
+        methods,
+        oxve_schema::api::ApiSchema::embedded().methods().len()
+    );
     assert!(paths.contains_key("/api2/json/nodes/{node}/tasks/{upid}/log"));
 }

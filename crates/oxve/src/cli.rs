@@ -125,6 +125,25 @@ pub fn describe_params(method: &Method, positional: &[&str]) -> String {
                     .collect();
                 line = format!("  --{name} <{}>", vals.join(" | "));
             }
+            let mut facts = Vec::new();
+            if let Some(Value::String(f)) = p.get("format") {
+                facts.push(format!("format={f}"));
+            } else if p.get("format").is_some_and(Value::is_object) {
+                facts.push("property string".to_string());
+            }
+            for key in ["minimum", "maximum", "minLength", "maxLength", "pattern"] {
+                if let Some(v) = p.get(key) {
+                    facts.push(format!(
+                        "{key}={}",
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string())
+                    ));
+                }
+            }
+            if !facts.is_empty() {
+                line.push_str(&format!(" [{}]", facts.join(", ")));
+            }
             if let Some(d) = p.get("default") {
                 line.push_str(&format!(
                     " (default={})",

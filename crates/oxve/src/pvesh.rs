@@ -52,6 +52,8 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
                 cmd
             )))
         }
+        // The API root is an index of its own, outside the schema.
+        Route::NoSuchPath if path == "/" && verb == Verb::Get => None,
         Route::NoSuchPath => return Err(CliError::Usage(format!("no such path '{path}'"))),
         _ => None,
     };
@@ -95,14 +97,27 @@ fn normalize(path: &str) -> String {
 }
 
 /// Table columns from the return schema: item properties in schema order.
+/// The key named by the schema's `links` (`{userid}`) comes first.
 pub fn columns_of(method: &oxve_schema::api::Method) -> Vec<String> {
-    method
+    let mut cols: Vec<String> = method
         .returns
         .get("items")
         .and_then(|i| i.get("properties"))
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let key = method
+        .returns
+        .get("links")
+        .and_then(|l| l.get(0))
+        .and_then(|l| l.get("href"))
+        .and_then(Value::as_str)
+        .map(|h| h.trim_matches(['{', '}']).to_string());
+    if let Some(pos) = key.and_then(|k| cols.iter().position(|c| *c == k)) {
+        let k = cols.remove(pos);
+        cols.insert(0, k);
+    }
+    cols
 }
 
 fn ls(
@@ -111,13 +126,17 @@ fn ls(
     data: &Value,
     opts: OutputOptions,
 ) -> Result<(), CliError> {
-    let key = method
-        .and_then(|m| m.returns.get("links"))
-        .and_then(|l| l.get(0))
-        .and_then(|l| l.get("href"))
-        .and_then(Value::as_str)
-        .map(|h| h.trim_matches(['{', '}']).to_string())
-        .unwrap_or_else(|| "name".into());
+    let key = match method {
+        None => "subdir".to_string(),
+        Some(m) => m
+            .returns
+            .get("links")
+            .and_then(|l| l.get(0))
+            .and_then(|l| l.get("href"))
+            .and_then(Value::as_str)
+            .map(|h| h.trim_matches(['{', '}']).to_string())
+            .unwrap_or_else(|| "name".into()),
+    };
     let schema = ApiSchema::embedded();
     let mut rows = Vec::new();
     for item in data.as_array().into_iter().flatten() {
@@ -125,9 +144,10 @@ fn ls(
             continue;
         };
         let child = format!("{}/{}", path.trim_end_matches('/'), name);
-        let has = |v: Verb| matches!(schema.route(v, &child), Route::Found(..));
+        let child = child.as_str();
+        let has = |v: Verb| matches!(schema.route(v, child), Route::Found(..));
         let dir = has(Verb::Get)
-            && matches!(schema.route(Verb::Get, &child), Route::Found(m, _) if m.returns.get("links").is_some());
+            && matches!(schema.route(Verb::Get, child), Route::Found(m, _) if m.returns.get("links").is_some());
         let flags = format!(
             "{}{}{}{}{}",
             if dir { 'D' } else { '-' },

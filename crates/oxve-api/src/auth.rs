@@ -78,9 +78,8 @@ pub fn authenticate(node: &Node, peer: &Peer, headers: &HeaderMap) -> ApiResult<
     if let Some(ticket) = cookie(headers, "PVEAuthCookie") {
         let now = now();
         let userid = node
-            .keys
             .verify_ticket(&ticket, now)
-            .map_err(|_| ApiError::unauthorized("authentication failure"))?;
+            .ok_or_else(|| ApiError::unauthorized("authentication failure"))?;
         check_user_valid(node, &userid)?;
         return Ok(Caller::Ticket(userid));
     }

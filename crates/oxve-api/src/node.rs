@@ -30,8 +30,15 @@ pub struct Node {
     pub started: std::time::SystemTime,
     /// VM ids handed out by `/cluster/nextid` and not yet used by a guest.
     pub nextid: crate::handlers::cluster::Reservations,
-    users: Mutex<Option<(u64, Arc<UserConfig>)>>,
+    /// Parsed `user.cfg`; dropped whenever this process writes it.
+    users: Mutex<Option<Arc<UserConfig>>>,
+    /// Tickets already verified: ticket → user id (signature checks are
+    /// the dearest part of an authenticated request).
+    tickets: Mutex<std::collections::HashMap<String, (String, i64)>>,
 }
+
+/// How many verified tickets are remembered before the cache starts over.
+const TICKET_CACHE_SIZE: usize = 4096;
 
 /// Store key of the user/group/ACL configuration.
 pub const USER_CFG: &str = "user.cfg";
@@ -66,6 +73,7 @@ impl Node {
             started: std::time::SystemTime::now(),
             nextid: Default::default(),
             users: Mutex::new(None),
+            tickets: Mutex::new(Default::default()),
         }))
     }
 
@@ -79,24 +87,44 @@ impl Node {
         root.join("run/oxve/api.sock")
     }
 
-    /// The parsed `user.cfg`, cached per store version.
+    /// The parsed `user.cfg`. Every write of it goes through
+    /// [`Node::update_text`], which drops the cached copy.
     pub fn users(&self) -> ApiResult<Arc<UserConfig>> {
-        let entry = self.store.get(USER_CFG)?;
-        let (version, text) = match &entry {
-            Some(e) => (e.version, e.text.as_str()),
-            None => (0, ""),
-        };
         let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((v, cfg)) = cache.as_ref() {
-            if *v == version {
-                return Ok(cfg.clone());
+        if let Some(cfg) = cache.as_ref() {
+            return Ok(cfg.clone());
+        }
+        let text = self
+            .store
+            .get(USER_CFG)?
+            .map(|e| e.text)
+            .unwrap_or_default();
+        let cfg = Arc::new(
+            UserConfig::parse(&text).map_err(|e| ApiError::fail(format!("user.cfg: {e}")))?,
+        );
+        *cache = Some(cfg.clone());
+        Ok(cfg)
+    }
+
+    /// Verifies a login ticket, remembering good ones until they expire.
+    pub fn verify_ticket(&self, ticket: &str, now: i64) -> Option<String> {
+        let mut cache = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((user, time)) = cache.get(ticket) {
+            if now - time <= oxve_access::ticket::TICKET_LIFETIME && now - time >= -300 {
+                return Some(user.clone());
             }
         }
-        let cfg = Arc::new(
-            UserConfig::parse(text).map_err(|e| ApiError::fail(format!("user.cfg: {e}")))?,
-        );
-        *cache = Some((version, cfg.clone()));
-        Ok(cfg)
+        let user = self.keys.verify_ticket(ticket, now).ok()?;
+        let time = ticket
+            .split(':')
+            .nth(2)
+            .and_then(|t| i64::from_str_radix(t, 16).ok())
+            .unwrap_or(now);
+        if cache.len() >= TICKET_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(ticket.to_string(), (user.clone(), time));
+        Some(user)
     }
 
     /// Read-modify-write of `user.cfg`: `f` edits the parsed config; the
@@ -140,7 +168,12 @@ impl Node {
                 None => return Ok(out),
             };
             match self.store.apply(op) {
-                Ok(_) => return Ok(out),
+                Ok(_) => {
+                    if key == USER_CFG {
+                        *self.users.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                    return Ok(out);
+                }
                 Err(oxve_config::ConfigError::VersionMismatch { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }

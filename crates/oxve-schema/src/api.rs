@@ -94,6 +94,17 @@ impl Method {
         format!("{} {}", self.method.as_str(), self.path)
     }
 
+    /// For index methods: the item property that names a child path, from
+    /// the return schema's `links` (`{"href": "{userid}"}` → `userid`).
+    pub fn child_key(&self) -> Option<String> {
+        self.returns
+            .get("links")
+            .and_then(|l| l.get(0))
+            .and_then(|l| l.get("href"))
+            .and_then(Value::as_str)
+            .map(|h| h.trim_matches(['{', '}']).to_string())
+    }
+
     /// The parameter properties, empty when the method takes none.
     pub fn properties(&self) -> Option<&Map<String, Value>> {
         self.parameters.get("properties").and_then(Value::as_object)

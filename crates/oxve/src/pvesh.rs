@@ -106,13 +106,7 @@ pub fn columns_of(method: &oxve_schema::api::Method) -> Vec<String> {
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
-    let key = method
-        .returns
-        .get("links")
-        .and_then(|l| l.get(0))
-        .and_then(|l| l.get("href"))
-        .and_then(Value::as_str)
-        .map(|h| h.trim_matches(['{', '}']).to_string());
+    let key = method.child_key();
     if let Some(pos) = key.and_then(|k| cols.iter().position(|c| *c == k)) {
         let k = cols.remove(pos);
         cols.insert(0, k);
@@ -128,14 +122,7 @@ fn ls(
 ) -> Result<(), CliError> {
     let key = match method {
         None => "subdir".to_string(),
-        Some(m) => m
-            .returns
-            .get("links")
-            .and_then(|l| l.get(0))
-            .and_then(|l| l.get("href"))
-            .and_then(Value::as_str)
-            .map(|h| h.trim_matches(['{', '}']).to_string())
-            .unwrap_or_else(|| "name".into()),
+        Some(m) => m.child_key().unwrap_or_else(|| "name".into()),
     };
     let schema = ApiSchema::embedded();
     let mut rows = Vec::new();

@@ -154,15 +154,7 @@ impl Ctx {
 /// child paths the schema has below this one, keyed as the schema's `links`
 /// say (`name` or `subdir`).
 pub async fn schema_index(ctx: Ctx) -> ApiResult<Value> {
-    let key = ctx
-        .method
-        .returns
-        .get("links")
-        .and_then(|l| l.get(0))
-        .and_then(|l| l.get("href"))
-        .and_then(Value::as_str)
-        .map(|h| h.trim_matches(['{', '}']).to_string())
-        .unwrap_or_else(|| "name".into());
+    let key = ctx.method.child_key().unwrap_or_else(|| "name".into());
     let prefix = format!("{}/", ctx.method.path.trim_end_matches('/'));
     let mut children: Vec<&str> = Vec::new();
     for m in oxve_schema::api::ApiSchema::embedded().methods() {

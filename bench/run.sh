@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the release daemon and the bench, runs every benchmark and rewrites
+# BENCHMARKS.md. Installs nothing: scripts/install-deps.sh installs wrk and
+# curl. Extra arguments go to oxve-bench (see `oxve-bench --help`), e.g.
+#   bench/run.sh --idle-secs 10 --wrk-secs 3
+# Run as root (the daemon makes a network namespace).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+missing=()
+for tool in wrk curl ip; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "bench/run.sh: missing ${missing[*]}: run scripts/install-deps.sh first" >&2
+  exit 1
+fi
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release -p oxve
+cargo build --release -p oxve-bench
+exec "$target/release/oxve-bench" --oxve "$target/release/oxve" --out BENCHMARKS.md "$@"

@@ -39,3 +39,23 @@ impl Domains {
         self.config.sections.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `domains.cfg` as upstream writes it on a fresh install, plus an LDAP
+    /// realm with a flag line: parsed and written back byte for byte.
+    const UPSTREAM: &str = "pam: pam\n\tcomment Linux PAM standard authentication\n\npve: pve\n\tcomment Proxmox VE authentication server\n\tdefault 1\n\nldap: corp\n\tbase_dn dc=corp,dc=example\n\tserver1 ldap.corp.example\n\tuser_attr uid\n\tsecure\n\n";
+
+    #[test]
+    fn round_trips_upstream_text() {
+        let d = Domains::parse(UPSTREAM);
+        assert_eq!(d.realm_type("pam"), Some("pam"));
+        assert_eq!(d.realm_type("corp"), Some("ldap"));
+        assert_eq!(d.realm("pve").and_then(|r| r.get("default")), Some("1"));
+        assert!(d.realm("nope").is_none());
+        let written = d.write().unwrap();
+        assert_eq!(written.trim_end(), UPSTREAM.trim_end());
+    }
+}

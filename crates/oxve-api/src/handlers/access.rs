@@ -71,7 +71,6 @@ pub async fn check_password(node: &Node, userid: &str, password: &str) -> Result
 }
 
 async fn create_ticket(ctx: Ctx) -> ApiResult<Value> {
-    let node = ctx.node.clone();
     let mut username = ctx.str("username")?.to_string();
     if !username.contains('@') {
         if let Some(realm) = ctx.opt_str("realm") {
@@ -85,7 +84,6 @@ async fn create_ticket(ctx: Ctx) -> ApiResult<Value> {
             // Never log the password; name the user and the reason.
             tracing::warn!("authentication failure; user={username} msg={e}");
             tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-            let _ = node;
             Err(ApiError::unauthorized("authentication failure"))
         }
     }

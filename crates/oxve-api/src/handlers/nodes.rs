@@ -185,7 +185,6 @@ async fn syslog(ctx: Ctx) -> ApiResult<Value> {
         args.push(format!("--unit={s}"));
     }
     let lines = crate::sys::journal_lines(&args).await;
-    let total = lines.len();
     let data: Vec<Value> = lines
         .into_iter()
         .enumerate()
@@ -193,7 +192,6 @@ async fn syslog(ctx: Ctx) -> ApiResult<Value> {
         .take(limit)
         .map(|(i, t)| json!({"n": i + 1, "t": t}))
         .collect();
-    let _ = total;
     Ok(Value::Array(data))
 }
 

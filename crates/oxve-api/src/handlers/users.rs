@@ -1,7 +1,6 @@
 //! `/access/users` and `/access/groups`.
 
 use super::{Ctx, Registry};
-use crate::auth::now;
 use crate::error::{ApiError, ApiResult};
 use crate::node::{DOMAINS_CFG, SHADOW_CFG, TFA_CFG, TOKEN_CFG};
 use crate::reg;
@@ -305,7 +304,6 @@ async fn unlock_tfa(ctx: Ctx) -> ApiResult<Value> {
 async fn list_groups(ctx: Ctx) -> ApiResult<Value> {
     let cfg = ctx.node.users()?;
     let all = ctx.has_privs("/access/groups", &["Sys.Audit", "Group.Allocate"], true);
-    let _ = now();
     Ok(Value::Array(
         cfg.groups
             .iter()

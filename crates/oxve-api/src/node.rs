@@ -35,6 +35,8 @@ pub struct Node {
     /// Tickets already verified: ticket → user id (signature checks are
     /// the dearest part of an authenticated request).
     tickets: Mutex<std::collections::HashMap<String, (String, i64)>>,
+    /// The HTTPS certificate's fingerprint, once computed.
+    pub fingerprint: std::sync::OnceLock<String>,
 }
 
 /// How many verified tickets are remembered before the cache starts over.
@@ -74,6 +76,7 @@ impl Node {
             nextid: Default::default(),
             users: Mutex::new(None),
             tickets: Mutex::new(Default::default()),
+            fingerprint: Default::default(),
         }))
     }
 

@@ -18,6 +18,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The HTTP router of a node.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
@@ -76,7 +79,9 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(stream).await else {
+            // A client that never finishes its handshake must not hold a task forever.
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let Ok(Ok(tls)) = handshake.await else {
                 return;
             };
             serve_connection(TokioIo::new(tls), app, Peer::Tcp(addr)).await;

@@ -80,8 +80,17 @@ fn self_signed(node: &str) -> ApiResult<(String, String)> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// SHA-256 fingerprint of the certificate in use, upstream's `AA:BB:...` form.
+/// SHA-256 fingerprint of the certificate in use, upstream's `AA:BB:...`
+/// form. Computed once: the certificate is loaded at start-up.
 pub fn fingerprint(node: &Node) -> ApiResult<String> {
+    if let Some(f) = node.fingerprint.get() {
+        return Ok(f.clone());
+    }
+    let f = compute_fingerprint(node)?;
+    Ok(node.fingerprint.get_or_init(|| f).clone())
+}
+
+fn compute_fingerprint(node: &Node) -> ApiResult<String> {
     use sha2::Digest;
     let (cert_pem, _) = certificate(node)?;
     let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())

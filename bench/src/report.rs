@@ -160,27 +160,20 @@ fn api_section(out: &mut String, f: &ApiFigures, node: &str) {
         verdict(v.p50_ms <= 2.0)
     );
     let _ = writeln!(out, "| `/version` p99 | {} | — | — | — |", ms(v.p99_ms));
-    let _ = writeln!(
-        out,
-        "| {status} req/s | {} | {} (`/version`) | {:.2} | — |",
-        thousands(n.requests_per_sec),
-        thousands(v.requests_per_sec),
-        ratio(n.requests_per_sec, v.requests_per_sec)
-    );
-    let _ = writeln!(
-        out,
-        "| {status} p50 | {} | {} (`/version`) | {:.2} | — |",
-        ms(n.p50_ms),
-        ms(v.p50_ms),
-        ratio(n.p50_ms, v.p50_ms)
-    );
-    let _ = writeln!(
-        out,
-        "| {status} p99 | {} | {} (`/version`) | {:.2} | — |",
-        ms(n.p99_ms),
-        ms(v.p99_ms),
-        ratio(n.p99_ms, v.p99_ms)
-    );
+    let rows: [(&str, f64, f64, Formatter); 3] = [
+        ("req/s", n.requests_per_sec, v.requests_per_sec, thousands),
+        ("p50", n.p50_ms, v.p50_ms, ms),
+        ("p99", n.p99_ms, v.p99_ms, ms),
+    ];
+    for (figure, value, baseline, show) in rows {
+        let _ = writeln!(
+            out,
+            "| {status} {figure} | {} | {} (`/version`) | {:.2} | — |",
+            show(value),
+            show(baseline),
+            ratio(value, baseline)
+        );
+    }
     let _ = writeln!(
         out,
         "\nMeasured: `wrk -t{THREADS} -c{CONNECTIONS} -d{secs}s --latency` per path over HTTPS \
@@ -229,6 +222,9 @@ fn ratio(value: f64, baseline: f64) -> f64 {
         f64::NAN
     }
 }
+
+/// Renders a figure for the table.
+type Formatter = fn(f64) -> String;
 
 fn ms(value: f64) -> String {
     format!("{value:.2} ms")

@@ -11,6 +11,9 @@ packages=(
   python3 python3-venv python3-pip # proxmoxer system tests
   openssl                          # certificate checks in tests
   wrk                              # benchmarks
+  qemu-utils                       # qemu-img: qcow2/vmdk images on file storages
+  btrfs-progs                      # the btrfs storage plugin
+  xz-utils zstd bzip2 gzip         # download-url decompression
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -13,7 +13,7 @@ use oxve_schema::api::{ApiSchema, Route, Verb};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-/// Largest request body the API reads (uploads come with the storage issue).
+/// Largest request body the API reads (uploads are streamed, see `upload.rs`).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Answer formats of the API.
@@ -61,7 +61,7 @@ async fn run(
         auth::require_login(&caller)?;
         return Ok(root_index(schema));
     }
-    let (method, vars) = match schema.route(verb, &rel_decoded) {
+    let (method, vars) = match schema.route(verb, rel) {
         Route::Found(m, vars) => (m, vars),
         _ => return Err(ApiError::not_implemented(verb_name, &rel_decoded)),
     };
@@ -83,11 +83,68 @@ async fn run(
             return Err(ApiError::forbidden("API tokens may not call this method"));
         }
     }
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("unable to read request body: {e}")))?;
-    let raw = collect_params(parts.uri.query(), &parts.headers, &body, &vars)?;
-    let params = oxve_schema::validate::validate_params(&method.parameters, &raw)
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (raw, upload) = match crate::upload::boundary(content_type) {
+        Some(boundary) => {
+            let (fields, upload) =
+                crate::upload::read(body, boundary, method.path.ends_with("/upload")).await?;
+            let mut form = Vec::new();
+            for (k, v) in &fields {
+                form.push((k.as_str(), v.as_str().unwrap_or_default()));
+            }
+            let encoded = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish();
+            let headers = HeaderMap::new();
+            let raw = collect_params(parts.uri.query(), &headers, &Bytes::from(encoded), &vars)?;
+            (raw, upload)
+        }
+        None => {
+            let body = axum::body::to_bytes(body, MAX_BODY)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("unable to read request body: {e}")))?;
+            (
+                collect_params(parts.uri.query(), &parts.headers, &body, &vars)?,
+                None,
+            )
+        }
+    };
+    let checked = check_call(&node, &caller, method, &raw).and_then(|params| {
+        let handler = node.registry.get(method);
+        handler
+            .map(|h| (params, h))
+            .ok_or_else(|| ApiError::not_implemented(verb_name, &rel_decoded))
+    });
+    let (params, handler) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            if let Some(upload) = upload {
+                upload.discard().await;
+            }
+            return Err(e);
+        }
+    };
+    handler(Ctx {
+        node,
+        caller,
+        params,
+        method,
+        upload,
+    })
+    .await
+}
+
+/// Validation, the node check and the permission rule of one call.
+fn check_call(
+    node: &Node,
+    caller: &Caller,
+    method: &oxve_schema::api::Method,
+    raw: &Map<String, Value>,
+) -> ApiResult<Map<String, Value>> {
+    let params = oxve_schema::validate::validate_params(&method.parameters, raw)
         .map_err(|e| ApiError::params(e.into_map()))?;
     // Calls for another node would be proxied there; this node is alone.
     if let Some(target) = method
@@ -100,17 +157,8 @@ async fn run(
             return Err(ApiError::fail(format!("no such cluster node '{target}'")));
         }
     }
-    crate::perm::check_method(&node, &caller, method, &params)?;
-    let Some(handler) = node.registry.get(method) else {
-        return Err(ApiError::not_implemented(verb_name, &rel_decoded));
-    };
-    handler(Ctx {
-        node,
-        caller,
-        params,
-        method,
-    })
-    .await
+    crate::perm::check_method(node, caller, method, &params)?;
+    Ok(params)
 }
 
 /// `GET /api2/json/`: the top-level directories, as upstream lists them.

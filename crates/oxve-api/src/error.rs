@@ -73,6 +73,11 @@ impl ApiError {
             format!("Method '{verb} {path}' not implemented"),
         )
     }
+
+    /// 501 for a feature of an implemented method that this build lacks.
+    pub fn not_implemented_msg(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, message)
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -104,5 +109,16 @@ impl From<oxve_tasks::TaskError> for ApiError {
 impl From<oxve_access::AccessError> for ApiError {
     fn from(e: oxve_access::AccessError) -> Self {
         ApiError::fail(e.to_string())
+    }
+}
+
+impl From<oxve_storage::StorageError> for ApiError {
+    fn from(e: oxve_storage::StorageError) -> Self {
+        use oxve_storage::StorageError as E;
+        match &e {
+            E::Option { key, message } => ApiError::param(key, message.clone()),
+            E::BadVolume { .. } => ApiError::bad_request(e.to_string()),
+            _ => ApiError::fail(e.to_string()),
+        }
     }
 }

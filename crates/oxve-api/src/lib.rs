@@ -14,8 +14,10 @@ pub mod node;
 pub mod openapi;
 pub mod perm;
 pub mod server;
+pub mod storage;
 pub mod sys;
 pub mod tls;
+pub mod upload;
 
 pub use error::{ApiError, ApiResult};
 pub use node::{Node, NodeOptions};

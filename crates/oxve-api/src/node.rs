@@ -63,6 +63,11 @@ impl Node {
         let tasks = TaskManager::new(opts.root.join("var/log/oxve/tasks"), opts.name.clone())?;
         seed(&store, USER_CFG, DEFAULT_USERS)?;
         seed(&store, DOMAINS_CFG, DEFAULT_DOMAINS)?;
+        seed(
+            &store,
+            crate::storage::STORAGE_CFG,
+            &crate::storage::default_config(&opts.root),
+        )?;
         let keys = load_keys(&store)?;
         Ok(Arc::new(Node {
             name: opts.name,

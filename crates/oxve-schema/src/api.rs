@@ -192,15 +192,24 @@ impl ApiSchema {
             .find(|m| m.method == verb && m.path == template)
     }
 
-    /// Routes a concrete request path (without the `/api2/json` prefix).
-    /// Literal segments win over variables, as upstream's router does.
+    /// Routes a concrete request path (without the `/api2/json` prefix),
+    /// still percent-encoded: each segment is decoded on its own, so an
+    /// encoded `/` (`local%3Aiso%2Fx.iso`) stays inside its variable.
+    /// Literal segments win over variables, as upstream's router does. A
+    /// trailing `{volume}` also takes unencoded slashes
+    /// (`content/local:iso/x.iso`), as clients send volume ids that way.
     pub fn route(&self, verb: Verb, path: &str) -> Route<'_> {
         let mut vars = Vec::new();
-        match walk(
-            &self.root,
-            path.split('/').filter(|s| !s.is_empty()),
-            &mut vars,
-        ) {
+        let segs: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        match walk(&self.root, &segs, &mut vars) {
             Some(node) => match node.verbs.get(&verb) {
                 Some(&i) => Route::Found(&self.methods[i], vars),
                 None => Route::NoSuchMethod,
@@ -210,24 +219,37 @@ impl ApiSchema {
     }
 }
 
-fn walk<'a, 'p>(
+/// Variables that may hold `/` when they end the path.
+const SLASHY_VARIABLES: &[&str] = &["volume"];
+
+fn walk<'a>(
     node: &'a RouteNode,
-    mut segs: impl Iterator<Item = &'p str> + Clone,
+    segs: &[String],
     vars: &mut Vec<(String, String)>,
 ) -> Option<&'a RouteNode> {
-    let Some(seg) = segs.next() else {
+    let Some((seg, rest)) = segs.split_first() else {
         return node.exists.then_some(node);
     };
-    if let Some(next) = node.literal.get(seg) {
+    if let Some(next) = node.literal.get(seg.as_str()) {
         let mark = vars.len();
-        if let Some(found) = walk(next, segs.clone(), vars) {
+        if let Some(found) = walk(next, rest, vars) {
             return Some(found);
         }
         vars.truncate(mark);
     }
     let (name, next) = node.variable.as_ref()?;
-    vars.push((name.clone(), seg.to_string()));
-    walk(next, segs, vars)
+    let mark = vars.len();
+    vars.push((name.clone(), seg.clone()));
+    if let Some(found) = walk(next, rest, vars) {
+        return Some(found);
+    }
+    vars.truncate(mark);
+    let is_leaf = next.exists && next.literal.is_empty() && next.variable.is_none();
+    if SLASHY_VARIABLES.contains(&name.as_str()) && is_leaf && !rest.is_empty() {
+        vars.push((name.clone(), segs.join("/")));
+        return Some(next);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -238,6 +260,27 @@ mod tests {
     fn embedded_schema_has_every_method() {
         let schema = ApiSchema::embedded();
         assert_eq!(schema.methods().len(), 649);
+    }
+
+    #[test]
+    fn volume_ids_keep_their_slashes() {
+        let schema = ApiSchema::embedded();
+        for path in [
+            "/nodes/n1/storage/local/content/local:iso/x.iso",
+            "/nodes/n1/storage/local/content/local%3Aiso%2Fx.iso",
+        ] {
+            match schema.route(Verb::Get, path) {
+                Route::Found(m, vars) => {
+                    assert_eq!(m.path, "/nodes/{node}/storage/{storage}/content/{volume}");
+                    assert_eq!(vars.last().unwrap().1, "local:iso/x.iso");
+                }
+                _ => panic!("{path} not routed"),
+            }
+        }
+        assert!(matches!(
+            schema.route(Verb::Get, "/access/users/a/b"),
+            Route::NoSuchPath
+        ));
     }
 
     #[test]

@@ -29,6 +29,24 @@ const METHOD_KEYS: &[&str] = &[
     "expose_credentials",
 ];
 
+/// Where oxve accepts more than upstream (see docs/DEVIATIONS.md):
+/// (path, verb, parameter, enum values added).
+const ENUM_EXTENSIONS: &[(&str, &str, &str, &[&str])] = &[
+    // Snippets can be uploaded and downloaded; upstream forces SSH for them.
+    (
+        "/nodes/{node}/storage/{storage}/upload",
+        "POST",
+        "content",
+        &["snippets"],
+    ),
+    (
+        "/nodes/{node}/storage/{storage}/download-url",
+        "POST",
+        "content",
+        &["snippets"],
+    ),
+];
+
 /// Generates the compact schema text from the text of `apidata.json`.
 pub fn generate(apidata: &str) -> Result<String, serde_json::Error> {
     let tree: Value = serde_json::from_str(apidata)?;
@@ -84,10 +102,17 @@ fn compact_method(path: &str, verb: &str, m: &Map<String, Value>) -> Value {
             .collect();
         out.insert("permissions".into(), Value::Object(rule));
     }
-    out.insert(
-        "parameters".into(),
-        m.get("parameters").map(strip_schema).unwrap_or(Value::Null),
-    );
+    let mut parameters = m.get("parameters").map(strip_schema).unwrap_or(Value::Null);
+    for (p, v, param, extra) in ENUM_EXTENSIONS {
+        if *p == path && *v == verb {
+            if let Some(Value::Array(values)) =
+                parameters.pointer_mut(&format!("/properties/{param}/enum"))
+            {
+                values.extend(extra.iter().map(|e| Value::String((*e).into())));
+            }
+        }
+    }
+    out.insert("parameters".into(), parameters);
     out.insert(
         "returns".into(),
         m.get("returns").map(strip_schema).unwrap_or(Value::Null),

@@ -15,12 +15,15 @@ pub mod acl;
 pub mod cluster;
 pub mod domains;
 pub mod guests;
+pub mod node_storage;
 pub mod nodes;
 pub mod pools;
 pub mod roles;
+pub mod storage;
 pub mod tasks;
 pub mod tfa;
 pub mod tokens;
+pub mod transfer;
 pub mod users;
 
 /// Everything a handler gets: the node, the authenticated caller and the
@@ -30,6 +33,8 @@ pub struct Ctx {
     pub caller: Caller,
     pub params: Map<String, Value>,
     pub method: &'static Method,
+    /// The file of an upload method, streamed (see `upload.rs`).
+    pub upload: Option<crate::upload::Upload>,
 }
 
 /// A handler: validated call in, `data` out.
@@ -57,6 +62,9 @@ impl Registry {
         nodes::register(&mut r);
         tasks::register(&mut r);
         cluster::register(&mut r);
+        storage::register(&mut r);
+        node_storage::register(&mut r);
+        transfer::register(&mut r);
         r
     }
 

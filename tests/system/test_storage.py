@@ -278,3 +278,34 @@ def test_large_upload_is_streamed(admin, nodename, node, tmp_path, extra_dir):
     print(f"daemon RSS {base / 1024:.1f} MiB -> peak {peak / 1024:.1f} MiB during a 2 GiB upload")
     assert grew_mib < 24, f"daemon RSS grew by {grew_mib:.1f} MiB during a 2 GiB upload"
     target.unlink()
+
+
+def test_storage_in_cluster_resources(admin):
+    res = {r["id"]: r for r in admin.cluster.resources.get(type="storage")}
+    local = next(r for r in res.values() if r["storage"] == "local")
+    assert local["type"] == "storage" and local["plugintype"] == "dir"
+    assert local["status"] == "available" and local["maxdisk"] > 0
+
+
+def test_pvesm_end_to_end(node):
+    path = node.root / "srv" / "cli"
+    node.cli("pvesm", "add", "dir", "clistore", "--path", str(path), "--content", "images,iso")
+    status = node.cli("pvesm", "status").stdout.splitlines()
+    assert status[0].split() == ["Name", "Type", "Status", "Total", "Used", "Available", "%"]
+    row = next(l for l in status if l.startswith("clistore"))
+    assert row.split()[1:3] == ["dir", "active"] and row.endswith("%")
+    out = node.cli("pvesm", "alloc", "clistore", "100", "vm-100-disk-0.qcow2", "1M", "--format", "qcow2").stdout
+    assert "successfully created 'clistore:100/vm-100-disk-0.qcow2'" in out
+    listing = node.cli("pvesm", "list", "clistore").stdout.splitlines()
+    assert listing[0].split() == ["Volid", "Format", "Type", "Size", "VMID"]
+    assert listing[1].split() == ["clistore:100/vm-100-disk-0.qcow2", "qcow2", "images", "1048576", "100"]
+    p = node.cli("pvesm", "path", "clistore:100/vm-100-disk-0.qcow2").stdout.strip()
+    assert p == str(path / "images/100/vm-100-disk-0.qcow2") and Path(p).is_file()
+    node.cli("pvesm", "free", "clistore:100/vm-100-disk-0.qcow2")
+    assert not Path(p).exists()
+    node.cli("pvesm", "set", "clistore", "--disable", "1")
+    assert "disabled" in next(l for l in node.cli("pvesm", "status").stdout.splitlines() if l.startswith("clistore"))
+    r = node.cli("pvesm", "alloc", "nosuch", "100", "vm-100-disk-0.raw", "1M", check=False)
+    assert r.returncode != 0 and "nosuch" in r.stderr and "\n" not in r.stderr.strip()
+    node.cli("pvesm", "remove", "clistore")
+    assert "clistore" not in node.cli("pvesm", "status").stdout

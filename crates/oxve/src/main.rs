@@ -9,13 +9,14 @@ mod client;
 mod daemon;
 mod output;
 mod pvesh;
+mod pvesm;
 mod pveum;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Tools this binary answers to, by name.
-const TOOLS: &[&str] = &["pvesh", "pveum"];
+const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm"];
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         "daemon" => return daemon::main(root, args),
         "pvesh" => pvesh::main(&root, args),
         "pveum" => pveum::main(&root, args),
+        "pvesm" => pvesm::main(&root, args),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(())
@@ -83,7 +85,8 @@ fn usage() -> String {
          COMMANDS:\n  \
            daemon     run a node (HTTPS API on port 8006, local socket for the CLI)\n  \
            pvesh      call any API path: get|set|create|delete|ls|usage PATH\n  \
-           pveum      users, groups, roles, ACLs, tokens and passwords\n\n\
+           pveum      users, groups, roles, ACLs, tokens and passwords\n  \
+           pvesm      storages and their volumes\n\n\
          The tools are also available as symlinks named after them.\n\
          OXVE_ROOT (or --root) selects the node's root directory (default /).",
         env!("CARGO_PKG_VERSION")

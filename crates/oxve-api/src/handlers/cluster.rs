@@ -80,6 +80,45 @@ async fn resources(ctx: Ctx) -> ApiResult<Value> {
             }));
         }
     }
+    if wanted.is_none() || wanted == Some("storage") {
+        let (cfg, _) = ctx.node.storage_config()?;
+        let defs: Vec<_> = cfg
+            .storages()
+            .into_iter()
+            .filter(|d| d.enabled_on(&ctx.node.name))
+            .filter(|d| {
+                ctx.has_privs(
+                    &format!("/storage/{}", d.id),
+                    &["Datastore.Audit", "Datastore.AllocateSpace"],
+                    true,
+                )
+            })
+            .collect();
+        let node = ctx.node.clone();
+        let storages = super::node_storage::blocking(move || {
+            Ok(defs
+                .iter()
+                .map(|d| {
+                    let st = super::node_storage::status_entry(&node, d);
+                    let active = st["active"] == json!(1);
+                    json!({
+                        "id": format!("storage/{}/{}", node.name, d.id),
+                        "type": "storage",
+                        "storage": d.id,
+                        "node": node.name,
+                        "plugintype": d.kind.as_str(),
+                        "content": d.content().to_string(),
+                        "shared": u8::from(d.shared()),
+                        "status": if active { "available" } else { "unknown" },
+                        "disk": st.get("used").cloned().unwrap_or(json!(0)),
+                        "maxdisk": st.get("total").cloned().unwrap_or(json!(0)),
+                    })
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        out.extend(storages);
+    }
     Ok(Value::Array(out))
 }
 

@@ -262,8 +262,24 @@ pub trait StoragePlugin: Send + Sync {
             return self.create_image(vmid, &wanted, &format, size_kib);
         }
         let prefix = if format == "subvol" { "subvol" } else { "vm" };
+        // Disk numbers are unique per guest across formats, as upstream:
+        // vm-100-disk-0.qcow2 makes vm-100-disk-0.raw taken too.
+        let taken: Vec<String> = self
+            .list_images(Some(vmid))?
+            .iter()
+            .filter_map(|v| {
+                v.volid
+                    .rsplit('/')
+                    .next()
+                    .map(|n| n.split('.').next().unwrap_or(n).to_string())
+            })
+            .collect();
         for n in 0..10_000 {
-            let candidate = ext(&format!("{prefix}-{vmid}-disk-{n}"));
+            let stem = format!("{prefix}-{vmid}-disk-{n}");
+            if taken.contains(&stem) || taken.contains(&format!("base-{vmid}-disk-{n}")) {
+                continue;
+            }
+            let candidate = ext(&stem);
             match self.create_image(vmid, &candidate, &format, size_kib) {
                 Err(StorageError::AlreadyExists(_)) => continue,
                 other => return other,

@@ -269,7 +269,7 @@ pub trait StoragePlugin: Send + Sync {
             .iter()
             .filter_map(|v| {
                 v.volid
-                    .rsplit('/')
+                    .rsplit(['/', ':'])
                     .next()
                     .map(|n| n.split('.').next().unwrap_or(n).to_string())
             })

@@ -212,7 +212,6 @@ macro_rules! file_image_ops {
         }
     };
 }
-#[allow(unused_imports)] // used by the nfs, cifs and cephfs plugins
 pub(crate) use file_image_ops;
 
 /// Capabilities of a directory of image files.

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the release daemon and the bench, runs every benchmark and rewrites
 # BENCHMARKS.md. Installs nothing: scripts/install-deps.sh installs wrk and
-# curl. Extra arguments go to oxve-bench (see `oxve-bench --help`), e.g.
+# curl, and btrfs-progs and qemu-img for the linked-clone benchmark (without
+# them that one is reported as not measured). Extra arguments go to
+# oxve-bench (see `oxve-bench --help`), e.g.
 #   bench/run.sh --idle-secs 10 --wrk-secs 3
-# Run as root (the daemon makes a network namespace).
+#   bench/run.sh --no-storage
+# Run as root (the daemon makes a network namespace; the btrfs clones need
+# a loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -26,6 +26,31 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The tools behind `pvesm scan` and /nodes/{node}/disks: showmount,
+# smbclient, vgs/lvs, smartctl, udevadm. Their packages also bring daemons
+# (rpcbind, statd, dmeventd, smartd, udevd) that must not start on a build
+# host: a policy-rc.d that refuses every start is in place while they install.
+scan_packages=(nfs-common smbclient lvm2 smartmontools udev)
+missing=()
+for p in "${scan_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages (services not started): ${missing[*]}"
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  status=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" || status=$?
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" = 0 ] || exit "$status"
+fi
+
 # PAM service used for pam realm logins (as upstream's proxmox-ve-auth).
 if [ ! -e /etc/pam.d/proxmox-ve-auth ]; then
   cat > /etc/pam.d/proxmox-ve-auth <<'PAM'

@@ -53,12 +53,8 @@ pub fn run(daemon: &Daemon, node: &str, secs: u64) -> Result<ApiFigures> {
         "--roles",
         "PVEAuditor",
     ])?;
-    let base = format!("https://127.0.0.1:{}/api2/json", daemon.port);
-    let ticket = login(&base)?;
-    let cookie = format!(
-        "Cookie: PVEAuthCookie={}",
-        utf8_percent_encode(&ticket, NON_ALPHANUMERIC)
-    );
+    let base = base_url(daemon);
+    let cookie = login(&base, USER, PASSWORD)?.cookie_header();
     let version = measure(&format!("{base}/version"), &cookie, secs)?;
     let node_status = measure(&format!("{base}/nodes/{node}/status"), &cookie, secs)?;
     Ok(ApiFigures {
@@ -68,14 +64,43 @@ pub fn run(daemon: &Daemon, node: &str, secs: u64) -> Result<ApiFigures> {
     })
 }
 
-/// POSTs the credentials to /access/ticket and returns `data.ticket`.
-fn login(base: &str) -> Result<String> {
+/// The daemon's API root over HTTPS on loopback.
+pub fn base_url(daemon: &Daemon) -> String {
+    format!("https://127.0.0.1:{}/api2/json", daemon.port)
+}
+
+/// What `POST /access/ticket` hands a user.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// The `PVEAuthCookie` value.
+    pub ticket: String,
+    /// The token that must accompany every write.
+    pub csrf: String,
+}
+
+impl Ticket {
+    /// The `Cookie:` header that carries the ticket.
+    pub fn cookie_header(&self) -> String {
+        format!(
+            "Cookie: PVEAuthCookie={}",
+            utf8_percent_encode(&self.ticket, NON_ALPHANUMERIC)
+        )
+    }
+
+    /// The `CSRFPreventionToken:` header.
+    pub fn csrf_header(&self) -> String {
+        format!("CSRFPreventionToken: {}", self.csrf)
+    }
+}
+
+/// POSTs the credentials to /access/ticket and returns the ticket.
+pub fn login(base: &str, user: &str, password: &str) -> Result<Ticket> {
     let out = run_tool(
         "curl",
         Command::new("curl")
             .args(["-k", "-sS", "--max-time", "10"])
-            .args(["--data-urlencode", &format!("username={USER}")])
-            .args(["--data-urlencode", &format!("password={PASSWORD}")])
+            .args(["--data-urlencode", &format!("username={user}")])
+            .args(["--data-urlencode", &format!("password={password}")])
             .arg(format!("{base}/access/ticket")),
     )?;
     let body: serde_json::Value =
@@ -83,13 +108,19 @@ fn login(base: &str) -> Result<String> {
             what: "the ticket response",
             detail: format!("{e}: {}", String::from_utf8_lossy(&out.stdout)),
         })?;
-    body.pointer("/data/ticket")
-        .and_then(|t| t.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| BenchError::Parse {
-            what: "the ticket response",
-            detail: format!("no data.ticket in {body}"),
-        })
+    let field = |name: &str| {
+        body.pointer(&format!("/data/{name}"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| BenchError::Parse {
+                what: "the ticket response",
+                detail: format!("no data.{name} in {body}"),
+            })
+    };
+    Ok(Ticket {
+        ticket: field("ticket")?,
+        csrf: field("CSRFPreventionToken")?,
+    })
 }
 
 /// Checks that `url` answers 200 with the cookie, then runs wrk on it.
@@ -119,7 +150,9 @@ fn measure(url: &str, cookie: &str, secs: u64) -> Result<WrkReport> {
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn run_tool(tool: &str, command: &mut Command) -> Result<Output> {
+/// Runs `command` to its end; a start failure or an unsuccessful exit is
+/// an error naming `tool`.
+pub fn run_tool(tool: &str, command: &mut Command) -> Result<Output> {
     let out = command
         .stdin(Stdio::null())
         .output()

@@ -73,6 +73,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's root directory (removed with the bench's scratch).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Runs the CLI (`bin ARGS` with `OXVE_ROOT` set) against this daemon
     /// and returns what it printed.
     pub fn cli(&self, args: &[&str]) -> Result<String> {

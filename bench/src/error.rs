@@ -8,6 +8,9 @@ pub enum BenchError {
     /// The config store under test failed.
     #[error("config store: {0}")]
     Store(#[from] oxve_config::ConfigError),
+    /// A storage plugin under test failed.
+    #[error("storage: {0}")]
+    Storage(#[from] oxve_storage::StorageError),
     /// The raw SQLite baseline failed.
     #[error("SQLite baseline: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -35,6 +38,9 @@ pub enum BenchError {
         /// Its exit status and output.
         detail: String,
     },
+    /// Something a benchmark needs is missing from this machine.
+    #[error("{0}")]
+    Missing(String),
     /// The daemon did not start, or stopped too early.
     #[error("daemon: {0}")]
     Daemon(String),

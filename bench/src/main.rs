@@ -1,12 +1,15 @@
-//! `oxve-bench`: measures the config store's write path, the idle daemon
-//! and API throughput, each against a baseline of the same run, and writes
-//! the figures to BENCHMARKS.md. `bench/run.sh` builds and runs it.
+//! `oxve-bench`: measures the config store's write path, the idle daemon,
+//! API throughput and storage operations, each against a baseline of the
+//! same run, and writes the figures to BENCHMARKS.md. `bench/run.sh` builds
+//! and runs it.
 
 mod api;
 mod daemon;
 mod error;
 mod machine;
 mod report;
+mod stats;
+mod storage;
 mod store;
 
 use clap::Parser;
@@ -16,6 +19,7 @@ use report::{Outcome, Run};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use storage::StorageFigures;
 
 /// The node name the daemon runs as.
 const NODE: &str = "benchnode";
@@ -51,6 +55,39 @@ struct Args {
     /// Only the config-store benchmark (no daemon needed).
     #[arg(long)]
     store_only: bool,
+    /// Skip the storage benchmarks (upload, linked clones, pvesm status).
+    #[arg(long)]
+    no_storage: bool,
+    /// MiB of the file uploaded (and copied with `cp`) in the storage benchmark.
+    #[arg(long, default_value_t = 1024)]
+    upload_mib: u64,
+    /// Linked clones timed per storage type (and as many by hand).
+    #[arg(long, default_value_t = 20)]
+    clones: usize,
+    /// Timed runs of `pvesm status` (and as many of its baselines).
+    #[arg(long, default_value_t = 20)]
+    status_runs: usize,
+}
+
+impl Args {
+    /// Why the storage benchmarks do not run, if they do not.
+    fn storage_skipped(&self) -> Option<&'static str> {
+        if self.store_only {
+            Some("skipped: run with --store-only")
+        } else if self.no_storage {
+            Some("skipped: run with --no-storage")
+        } else {
+            None
+        }
+    }
+
+    fn storage_plan(&self) -> storage::Plan {
+        storage::Plan {
+            upload_mib: self.upload_mib,
+            clones: self.clones,
+            status_runs: self.status_runs,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -69,21 +106,35 @@ fn main() -> ExitCode {
         scratch.fs_type
     );
     let store = store::run(&scratch.dir, args.puts, args.rounds).map_err(|e| e.to_string());
-    let (idle, api) = if args.store_only {
-        let why = "skipped: run with --store-only".to_string();
-        (Err(why.clone()), Err(why))
+    let daemon_run = if args.store_only {
+        DaemonRun::failed("skipped: run with --store-only")
     } else {
         daemon_benchmarks(&args, &scratch)
     };
-    let failed = store.is_err() || (!args.store_only && (idle.is_err() || api.is_err()));
+    let storage = match args.storage_skipped() {
+        Some(why) => StorageFigures::skipped(why),
+        None => {
+            let (clone_btrfs, clone_dir) = storage::clones(&scratch.dir, args.storage_plan());
+            StorageFigures {
+                upload: daemon_run.upload,
+                clone_btrfs,
+                clone_dir,
+                status: daemon_run.status,
+            }
+        }
+    };
+    let failed = store.is_err()
+        || (!args.store_only && (daemon_run.idle.is_err() || daemon_run.api.is_err()))
+        || (args.storage_skipped().is_none() && !storage.complete());
     let run = Run {
         machine: &machine,
         scratch: &scratch,
         oxve: &args.oxve,
         node: NODE,
         store,
-        idle,
-        api,
+        idle: daemon_run.idle,
+        api: daemon_run.api,
+        storage,
     };
     let text = report::render(&run);
     if let Err(e) = std::fs::write(&args.out, &text) {
@@ -99,37 +150,60 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Starts the daemon in a fresh root, measures it idle, then under load.
-fn daemon_benchmarks(
-    args: &Args,
-    scratch: &Scratch,
-) -> (Outcome<daemon::IdleFigures>, Outcome<api::ApiFigures>) {
+/// What the benchmarks that need the daemon produced.
+struct DaemonRun {
+    idle: Outcome<daemon::IdleFigures>,
+    api: Outcome<api::ApiFigures>,
+    upload: Outcome<storage::UploadFigures>,
+    status: Outcome<storage::StatusFigures>,
+}
+
+impl DaemonRun {
+    /// Nothing measured, all for the same reason.
+    fn failed(why: &str) -> DaemonRun {
+        DaemonRun {
+            idle: Err(why.to_string()),
+            api: Err(why.to_string()),
+            upload: Err(why.to_string()),
+            status: Err(why.to_string()),
+        }
+    }
+}
+
+/// Starts the daemon in a fresh root, measures it idle, then under load,
+/// then (unless skipped) its storage operations.
+fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
     let root = match tempfile::Builder::new()
         .prefix("oxve-bench-root-")
         .tempdir_in(&scratch.dir)
     {
         Ok(dir) => dir,
         Err(e) => {
-            let why = format!(
+            return DaemonRun::failed(&format!(
                 "cannot make the daemon's root in {}: {e}",
                 scratch.dir.display()
-            );
-            return (Err(why.clone()), Err(why));
+            ))
         }
     };
     let daemon = match Daemon::start(&args.oxve, &root.path().join("node"), NODE) {
         Ok(d) => d,
-        Err(e) => {
-            let why = e.to_string();
-            return (Err(why.clone()), Err(why));
-        }
+        Err(e) => return DaemonRun::failed(&e.to_string()),
     };
     eprintln!("sampling the idle daemon for {} s", args.idle_secs);
     let idle = daemon::measure_idle(daemon.pid, SETTLE, Duration::from_secs(args.idle_secs))
         .map_err(|e| e.to_string());
     let api = api::run(&daemon, NODE, args.wrk_secs).map_err(|e| e.to_string());
+    let (upload, status) = match args.storage_skipped() {
+        Some(why) => (Err(why.to_string()), Err(why.to_string())),
+        None => storage::with_daemon(&daemon, NODE, &scratch.dir, args.storage_plan()),
+    };
     if let Err(e) = daemon.stop() {
         eprintln!("oxve-bench: warning: {e}");
     }
-    (idle, api)
+    DaemonRun {
+        idle,
+        api,
+        upload,
+        status,
+    }
 }

@@ -3,6 +3,7 @@
 use crate::api::{ApiFigures, WrkReport, CONNECTIONS, THREADS};
 use crate::daemon::IdleFigures;
 use crate::machine::{Machine, Scratch};
+use crate::storage::{CloneFigures, StatusFigures, StorageFigures, UploadFigures};
 use crate::store::StoreFigures;
 use std::fmt::Write;
 use std::path::Path;
@@ -26,6 +27,8 @@ pub struct Run<'a> {
     pub idle: Outcome<IdleFigures>,
     /// API over HTTPS.
     pub api: Outcome<ApiFigures>,
+    /// Storage operations.
+    pub storage: StorageFigures,
 }
 
 const TABLE_HEAD: &str =
@@ -77,6 +80,7 @@ pub fn render(run: &Run<'_>) -> String {
         Ok(f) => api_section(&mut out, f, run.node),
         Err(why) => not_measured(&mut out, why),
     }
+    storage_section(&mut out, &run.storage, run.node, &run.scratch.fs_type);
     out
 }
 
@@ -191,6 +195,165 @@ fn api_section(out: &mut String, f: &ApiFigures, node: &str) {
     }
 }
 
+fn storage_section(out: &mut String, f: &StorageFigures, node: &str, scratch_fs: &str) {
+    out.push_str("\n## Storage\n\n### Upload over HTTPS\n\n");
+    match &f.upload {
+        Ok(u) => upload_section(out, u, node),
+        Err(why) => not_measured(out, why),
+    }
+    out.push_str("\n### Linked clone\n\n");
+    clone_section(out, &f.clone_btrfs, &f.clone_dir, scratch_fs);
+    out.push_str("\n### `pvesm status`\n\n");
+    match &f.status {
+        Ok(s) => status_section(out, s, node),
+        Err(why) => not_measured(out, why),
+    }
+}
+
+fn upload_section(out: &mut String, f: &UploadFigures, node: &str) {
+    let share = ratio(f.upload_mb_s, f.cp_mb_s);
+    out.push_str(TABLE_HEAD);
+    let _ = writeln!(
+        out,
+        "| upload MB/s | {:.0} | {:.0} (`cp` + `sync`) | {:.2} | ≥ 0.60 ({}) |",
+        f.upload_mb_s,
+        f.cp_mb_s,
+        share,
+        verdict(share >= 0.60)
+    );
+    let _ = writeln!(
+        out,
+        "\nMeasured: a {mib} MiB file of incompressible bytes in the scratch directory, sent \
+         as a multipart `POST /nodes/{node}/storage/local/upload` (`content=iso`, the file as \
+         `filename`) by `curl` over HTTPS on 127.0.0.1, as `benchstore@pve` with \
+         PVEDatastoreAdmin on `/storage` (ticket and CSRFPreventionToken); timed until the \
+         returned task (`imgcopy`) reports `stopped` with exit status OK, polled every 10 ms. \
+         Baseline: `cp` of the same file into the same directory (`{dir}`) followed by \
+         `sync` of the copy, so both end with the data on disk. Median of {rounds} rounds \
+         each, alternating which goes first; the upload is deleted through the API (and its \
+         task awaited) between rounds. MB/s are 10⁶ bytes per second; the ratio is the \
+         share of `cp`'s throughput the upload reaches.",
+        mib = f.mib,
+        dir = f.dir.display(),
+        rounds = f.rounds,
+    );
+}
+
+fn clone_section(
+    out: &mut String,
+    btrfs: &Outcome<CloneFigures>,
+    dir: &Outcome<CloneFigures>,
+    scratch_fs: &str,
+) {
+    let kinds = [
+        ("btrfs", "`btrfs subvolume snapshot`", btrfs),
+        ("qcow2 (dir)", "`qemu-img create -b`", dir),
+    ];
+    if kinds.iter().any(|(_, _, f)| f.is_ok()) {
+        out.push_str(TABLE_HEAD);
+    }
+    for (kind, tool, figures) in &kinds {
+        let Ok(f) = figures else { continue };
+        let _ = writeln!(
+            out,
+            "| {kind} linked clone p50 | {} | {} ({tool}) | {:.2} | ≤ 100 ms ({}) |",
+            ms(f.oxve.p50_ms),
+            ms(f.baseline.p50_ms),
+            ratio(f.oxve.p50_ms, f.baseline.p50_ms),
+            verdict(f.oxve.p50_ms <= 100.0)
+        );
+        let _ = writeln!(
+            out,
+            "| {kind} linked clone p90 | {} | {} ({tool}) | {:.2} | — |",
+            ms(f.oxve.p90_ms),
+            ms(f.baseline.p90_ms),
+            ratio(f.oxve.p90_ms, f.baseline.p90_ms)
+        );
+    }
+    for (kind, _, figures) in &kinds {
+        if let Err(why) = figures {
+            let _ = write!(out, "\n{kind}: ");
+            not_measured(out, why);
+        }
+    }
+    let clones = [btrfs, dir]
+        .iter()
+        .find_map(|f| f.as_ref().ok().map(|f| f.clones))
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "\nMeasured: the `oxve-storage` plugins called directly, as the daemon calls them: \
+         a 1 GiB image of guest 100 (`alloc_image`), made a base image (`create_base`), then \
+         {clones} calls of `clone_image(base, vmid, \"vm-<vmid>-disk-0\")` for guests 101, \
+         102, …, each timed. btrfs: a `btrfs` storage on a fresh 1 GiB btrfs file system in \
+         an image file in the scratch directory, loop-mounted (removed afterwards); baseline \
+         `btrfs subvolume snapshot` of the base's subvolume run by hand. qcow2: a `dir` \
+         storage in the scratch directory ({scratch_fs}); baseline `qemu-img create -f qcow2 \
+         -b <base> -F qcow2 <new>` run by hand. As many by hand as by oxve, interleaved and \
+         alternating which goes first; median and 90th percentile (nearest rank). Each \
+         plugin runs the same tool once, so the ratio is what the plugin adds around it."
+    );
+}
+
+fn status_section(out: &mut String, f: &StatusFigures, node: &str) {
+    let storage = format!("`GET /nodes/{node}/storage`");
+    out.push_str(TABLE_HEAD);
+    let _ = writeln!(
+        out,
+        "| `pvesm status` p50 | {} | {} (`pvesh get /version`) | {:.2} | ≤ 50 ms ({}) |",
+        ms(f.pvesm_status.p50_ms),
+        ms(f.pvesh_version.p50_ms),
+        ratio(f.pvesm_status.p50_ms, f.pvesh_version.p50_ms),
+        verdict(f.pvesm_status.p50_ms <= 50.0)
+    );
+    latency_row(
+        out,
+        "`pvesm status` p90",
+        f.pvesm_status.p90_ms,
+        f.pvesh_version.p90_ms,
+        "`pvesh get /version`",
+    );
+    latency_row(
+        out,
+        &format!("{storage} p50"),
+        f.api_storage.p50_ms,
+        f.api_version.p50_ms,
+        "`GET /version`",
+    );
+    latency_row(
+        out,
+        &format!("{storage} p90"),
+        f.api_storage.p90_ms,
+        f.api_version.p90_ms,
+        "`GET /version`",
+    );
+    let _ = writeln!(
+        out,
+        "\nMeasured: {storages} storages (`local` and {more} `dir` storages added with \
+         `oxve pvesm add dir benchN --path … --content images,iso`), all listed active; then \
+         {runs} runs each of `oxve pvesm status` and the baseline `oxve pvesh get /version`, \
+         each the CLI process from start to exit (with `OXVE_ROOT`, over the daemon's Unix \
+         socket), alternating which goes first. The baseline is what any CLI call costs \
+         (process start, runtime, connection), so the ratio is what listing {storages} \
+         storages adds. The API call alone: {storage} and `GET /version` alternately, {runs} \
+         each on one kept-alive HTTPS connection of one `curl` (as `benchstore@pve`), \
+         the call that opens the connection not counted.",
+        storages = f.storages,
+        more = f.storages.saturating_sub(1),
+        runs = f.runs,
+    );
+}
+
+fn latency_row(out: &mut String, figure: &str, value: f64, baseline: f64, what: &str) {
+    let _ = writeln!(
+        out,
+        "| {figure} | {} | {} ({what}) | {:.2} | — |",
+        ms(value),
+        ms(baseline),
+        ratio(value, baseline)
+    );
+}
+
 /// wrk's complaints about a run, if any.
 fn problems(report: &WrkReport) -> Option<String> {
     let mut found = Vec::new();
@@ -271,10 +434,63 @@ mod tests {
             store: Err("disk full".into()),
             idle: Err("daemon: exited".into()),
             api: Err("daemon: exited".into()),
+            storage: StorageFigures::skipped("skipped: run with --no-storage"),
         };
         let text = render(&run);
         assert!(text.starts_with("# Benchmarks\n"));
         assert!(text.contains("`bench/run.sh`"));
         assert!(text.contains("Not measured in this run:\n\n```\ndisk full\n```"));
+        assert!(text.contains("\n## Storage\n"));
+        assert!(text.contains("btrfs: Not measured in this run:"));
+    }
+
+    #[test]
+    fn storage_rows_carry_ratio_and_verdict() {
+        use crate::stats::Latency;
+        let lat = |p50_ms, p90_ms| Latency { p50_ms, p90_ms };
+        let clone = |ms| CloneFigures {
+            clones: 20,
+            oxve: lat(ms, ms * 2.0),
+            baseline: lat(ms / 2.0, ms),
+        };
+        let storage = StorageFigures {
+            upload: Ok(UploadFigures {
+                mib: 1024,
+                rounds: 3,
+                upload_mb_s: 300.0,
+                cp_mb_s: 600.0,
+                dir: "/x/template/iso".into(),
+            }),
+            clone_btrfs: Ok(clone(8.0)),
+            clone_dir: Err("qemu-img is missing".into()),
+            status: Ok(StatusFigures {
+                storages: 20,
+                runs: 20,
+                pvesm_status: lat(40.0, 45.0),
+                pvesh_version: lat(20.0, 22.0),
+                api_storage: lat(4.0, 5.0),
+                api_version: lat(0.5, 0.6),
+            }),
+        };
+        let mut out = String::new();
+        storage_section(&mut out, &storage, "n1", "ext4");
+        assert!(
+            out.contains(
+                "| upload MB/s | 300 | 600 (`cp` + `sync`) | 0.50 | ≥ 0.60 (**missed**) |"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(
+            "| btrfs linked clone p50 | 8.00 ms | 4.00 ms (`btrfs subvolume snapshot`) | 2.00 | ≤ 100 ms (met) |"
+        ));
+        assert!(
+            out.contains("qcow2 (dir): Not measured in this run:\n\n```\nqemu-img is missing\n```")
+        );
+        assert!(out.contains(
+            "| `pvesm status` p50 | 40.00 ms | 20.00 ms (`pvesh get /version`) | 2.00 | ≤ 50 ms (met) |"
+        ));
+        assert!(out.contains(
+            "| `GET /nodes/n1/storage` p90 | 5.00 ms | 0.60 ms (`GET /version`) | 8.33 | — |"
+        ));
     }
 }

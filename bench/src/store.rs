@@ -2,6 +2,7 @@
 //! rusqlite inserts with the same pragmas, one transaction per write each.
 
 use crate::error::{BenchError, Result};
+use crate::stats::median;
 use oxve_config::{Expect, Op, Store};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::path::Path;
@@ -118,26 +119,9 @@ fn rate(count: usize, start: Instant) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The median; 0 for no values.
-pub fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&mut []), 0.0);
-    }
 
     #[test]
     fn both_rounds_run_on_a_scratch_dir() {

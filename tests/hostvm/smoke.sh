@@ -54,13 +54,12 @@ check_fs() { # check_fs MOUNTPOINT: write, sync and read back a file
   df -h "$1" | tail -n1
 }
 
+# shellcheck source=tests/hostvm/services.sh
+svc_work=$work . "$here/services.sh"
+
 # --- LVM on a loop device -----------------------------------------------------
 test_lvm() {
-  truncate -s 512M "$work/pv.img"
-  dev=$(losetup --find --show "$work/pv.img")
-  echo "$dev" >"$work/pv.dev"
-  pvcreate -y "$dev"
-  vgcreate smokevg "$dev"
+  svc_vg smokevg 512M
   lvcreate -y -L 8M -n plain smokevg
   mkfs.ext4 -q /dev/smokevg/plain
   mkdir -p /mnt/lvm
@@ -71,7 +70,7 @@ test_lvm() {
 }
 
 test_lvmthin() {
-  lvcreate -y --type thin-pool -L 64M -n pool smokevg
+  svc_thinpool smokevg pool 64M
   lvcreate -y -V 256M --thin -n thin1 smokevg/pool
   mkfs.ext4 -q /dev/smokevg/thin1
   mkdir -p /mnt/thin
@@ -82,26 +81,14 @@ test_lvmthin() {
   lvs -a -o lv_name,lv_attr,lv_size,pool_lv,data_percent smokevg
   vgchange -an smokevg
   vgremove -y smokevg
-  losetup -d "$(cat "$work/pv.dev")"
+  losetup -j "$work/smokevg.img" | cut -d: -f1 | xargs -r losetup -d
 }
 
 # --- NFS server and client on loopback (no systemd) ---------------------------
 test_nfs() {
-  mkdir -p /srv/nfs /mnt/nfs3 /mnt/nfs4 /run/rpcbind /var/lib/nfs/rpc_pipefs
+  mkdir -p /mnt/nfs3 /mnt/nfs4
+  svc_nfs /srv/nfs
   echo hello >/srv/nfs/hello
-  echo "/srv/nfs 127.0.0.1(rw,no_root_squash,no_subtree_check,fsid=1)" >/etc/exports
-  modprobe nfsd
-  mountpoint -q /proc/fs/nfsd || mount -t nfsd nfsd /proc/fs/nfsd
-  mountpoint -q /var/lib/nfs/rpc_pipefs || mount -t rpc_pipefs sunrpc /var/lib/nfs/rpc_pipefs
-  # NFSv4 refuses new opens for a grace period after nfsd starts (90 s by
-  # default); the minimum is 10 s.
-  echo 10 >/proc/fs/nfsd/nfsv4gracetime
-  echo 10 >/proc/fs/nfsd/nfsv4leasetime
-  rpcbind -w
-  rpc.statd --no-notify
-  exportfs -ra
-  rpc.mountd
-  rpc.nfsd 4
   rpcinfo -p 127.0.0.1
   showmount -e 127.0.0.1
   mount -t nfs -o vers=3 127.0.0.1:/srv/nfs /mnt/nfs3
@@ -116,30 +103,9 @@ test_nfs() {
 
 # --- Samba server and CIFS client on loopback ---------------------------------
 test_cifs() {
-  mkdir -p /srv/smb /mnt/cifs /var/log/samba /run/samba
+  mkdir -p /mnt/cifs
+  svc_samba share /srv/smb smoke secret
   echo hello >/srv/smb/hello
-  id smoke >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin smoke
-  chown smoke /srv/smb
-  cat >/etc/samba/smb.conf <<'EOF'
-[global]
-  server role = standalone server
-  interfaces = lo
-  bind interfaces only = yes
-  smb ports = 445
-  disable netbios = yes
-  map to guest = never
-  load printers = no
-  printcap name = /dev/null
-  disable spoolss = yes
-  log file = /var/log/samba/log.%m
-[share]
-  path = /srv/smb
-  read only = no
-  valid users = smoke
-EOF
-  printf 'secret\nsecret\n' | smbpasswd -a -s smoke
-  smbd --daemon
-  wait_for 60 smbclient -U smoke%secret -L //127.0.0.1 -m SMB3
   mount -t cifs //127.0.0.1/share /mnt/cifs -o username=smoke,password=secret,vers=3.0
   grep -qx hello /mnt/cifs/hello
   check_fs /mnt/cifs
@@ -149,13 +115,7 @@ EOF
 # --- iSCSI: tgt target, open-iscsi initiator on loopback ----------------------
 iqn=iqn.2024-01.org.oxve:smoke
 test_iscsi() {
-  truncate -s 64M "$work/lun.img"
-  tgtd
-  wait_for 30 tgtadm --lld iscsi --op show --mode target
-  tgtadm --lld iscsi --op new --mode target --tid 1 -T "$iqn"
-  tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$work/lun.img"
-  tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL
-  iscsid
+  svc_iscsi "$iqn" 64M
   iscsiadm -m discovery -t sendtargets -p 127.0.0.1
   iscsiadm -m node -T "$iqn" -p 127.0.0.1 --login
   link=/dev/disk/by-path/ip-127.0.0.1:3260-iscsi-$iqn-lun-1

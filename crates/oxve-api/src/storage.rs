@@ -7,6 +7,7 @@ use crate::node::Node;
 use oxve_storage::config::AddError;
 use oxve_storage::exec::SystemRunner;
 use oxve_storage::{Env, StorageConfig, StorageDef, StoragePlugin, StorageType};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Store key of the storage definitions.
@@ -50,16 +51,7 @@ impl Node {
 
     /// Opens a definition (also one not yet written, when adding).
     pub fn open_def(&self, def: StorageDef) -> ApiResult<Box<dyn StoragePlugin>> {
-        let secret = self
-            .store
-            .get(&secret_key(def.kind, &def.id))?
-            .map(|e| e.text.trim_end_matches('\n').to_string());
-        let env = Env {
-            runner: Arc::new(SystemRunner),
-            run_dir: self.path("run/oxve/storage"),
-            secret,
-        };
-        Ok(oxve_storage::plugins::open(def, env)?)
+        open_with(&self.store, &self.root, def)
     }
 
     /// Read-modify-write of `storage.cfg` with optimistic retry.
@@ -82,6 +74,43 @@ impl Node {
             Ok((Some(cfg.write()?), out))
         })
     }
+}
+
+/// Opens storage `id` of the node rooted at `root` straight from its
+/// config store, without a running daemon: for the root-only local tools
+/// that stream volumes (`pvesm export` / `pvesm import`), as upstream's run
+/// in-process too.
+pub fn open_storage_at(root: &Path, id: &str) -> ApiResult<Box<dyn StoragePlugin>> {
+    let db = root.join("var/lib/oxve/config.db");
+    if !db.is_file() {
+        return Err(ApiError::fail(format!(
+            "no oxve node at '{}' ({} is missing)",
+            root.display(),
+            db.display()
+        )));
+    }
+    let store = oxve_config::Store::open(&db)?;
+    let text = store.get(STORAGE_CFG)?.map(|e| e.text).unwrap_or_default();
+    let def = StorageConfig::parse(&text).get(id)?;
+    open_with(&store, root, def)
+}
+
+/// A plugin for `def` with the real tools, the node's run directory and
+/// the storage's secret from `store`.
+fn open_with(
+    store: &oxve_config::Store,
+    root: &Path,
+    def: StorageDef,
+) -> ApiResult<Box<dyn StoragePlugin>> {
+    let secret = store
+        .get(&secret_key(def.kind, &def.id))?
+        .map(|e| e.text.trim_end_matches('\n').to_string());
+    let env = Env {
+        runner: Arc::new(SystemRunner),
+        run_dir: root.join("run/oxve/storage"),
+        secret,
+    };
+    Ok(oxve_storage::plugins::open(def, env)?)
 }
 
 impl From<AddError> for ApiError {

@@ -6,12 +6,17 @@
 //! ([`types`]). Every external tool runs through [`exec::Runner`], so the
 //! exact command lines are golden-tested and the real thing is system-tested.
 
+pub mod aplinfo;
+pub mod capabilities;
 pub mod config;
 pub mod content;
+pub mod copy;
 pub mod error;
 pub mod exec;
 pub mod plugin;
 pub mod plugins;
+pub mod prune;
+pub mod scan;
 pub mod types;
 pub mod volume;
 

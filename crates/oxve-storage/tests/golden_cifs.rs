@@ -40,7 +40,7 @@ fn mount_with_credentials_file() {
     assert_eq!(
         r.commands(),
         [format!(
-            "mount -t cifs //10.0.0.6/pve/backups {} -o soft -o username=alice -o credentials={} -o domain=CORP -o vers=3.0",
+            "mount -t cifs //10.0.0.6/pve/backups {} -o soft -o nobrl -o username=alice -o credentials={} -o domain=CORP -o vers=3.0",
             path.display(),
             cred.display()
         )]
@@ -66,7 +66,7 @@ fn guest_and_kerberos_mounts() {
     assert_eq!(
         r.commands(),
         [format!(
-            "mount -t cifs //10.0.0.6/pve {} -o soft -o guest,username=guest -o vers=default",
+            "mount -t cifs //10.0.0.6/pve {} -o soft -o nobrl -o guest,username=guest -o vers=default",
             path.display()
         )]
     );
@@ -81,7 +81,7 @@ fn guest_and_kerberos_mounts() {
     assert_eq!(
         r.commands(),
         [format!(
-            "mount -t cifs //10.0.0.6/pve {} -o soft -o vers=default -o sec=krb5,cache=none",
+            "mount -t cifs //10.0.0.6/pve {} -o soft -o nobrl -o vers=default -o sec=krb5,cache=none",
             path.display()
         )]
     );

@@ -3,9 +3,11 @@
 //! (subvolumes, snapshots, linked clones, send/receive). Needs root; under
 //! `CI=true` a missing capability fails instead of skipping.
 
+mod common;
+
+use common::{in_ci, read_at, write_at};
 use oxve_storage::exec::SystemRunner;
 use oxve_storage::{plugins, Env, StorageConfig, StoragePlugin};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ fn need(ok: bool, why: &str) -> bool {
     if ok {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+    if in_ci() {
         panic!("required capability missing (CI=true forbids skipping): {why}");
     }
     eprintln!("skipped: {why}");
@@ -31,20 +33,6 @@ fn open(cfg: &str, id: &str, run: &Path) -> Box<dyn StoragePlugin> {
     let p = plugins::open(def, env).unwrap();
     p.activate().unwrap();
     p
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(data).unwrap();
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = std::fs::File::open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0; len];
-    f.read_exact(&mut buf).unwrap();
-    buf
 }
 
 fn is_root() -> bool {

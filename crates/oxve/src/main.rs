@@ -8,15 +8,19 @@ mod cli;
 mod client;
 mod daemon;
 mod output;
+mod pveam;
 mod pvesh;
 mod pvesm;
+mod pvesm_prune;
+mod pvesm_scan;
+mod pvesm_transfer;
 mod pveum;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Tools this binary answers to, by name.
-const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm"];
+const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm", "pveam"];
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         "pvesh" => pvesh::main(&root, args),
         "pveum" => pveum::main(&root, args),
         "pvesm" => pvesm::main(&root, args),
+        "pveam" => pveam::main(&root, args),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(())
@@ -86,7 +91,8 @@ fn usage() -> String {
            daemon     run a node (HTTPS API on port 8006, local socket for the CLI)\n  \
            pvesh      call any API path: get|set|create|delete|ls|usage PATH\n  \
            pveum      users, groups, roles, ACLs, tokens and passwords\n  \
-           pvesm      storages and their volumes\n\n\
+           pvesm      storages and their volumes\n  \
+           pveam      container templates: appliance index, download, list\n\n\
          The tools are also available as symlinks named after them.\n\
          OXVE_ROOT (or --root) selects the node's root directory (default /).",
         env!("CARGO_PKG_VERSION")

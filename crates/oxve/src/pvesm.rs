@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 
 /// The node the CLI talks about: the local one.
-const NODE: &str = "localhost";
+pub(crate) const NODE: &str = "localhost";
 
 /// One sub-command: name, API method, positional parameter names.
 struct Command {
@@ -72,6 +72,15 @@ const COMMANDS: &[Command] = &[
 
 pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
     let name = args.first().map(String::as_str).unwrap_or("help");
+    if let Some(done) = crate::pvesm_scan::dispatch(root, &args) {
+        return done;
+    }
+    match name {
+        "prune-backups" => return crate::pvesm_prune::main(root, &args[1..]),
+        "export" => return crate::pvesm_transfer::export(root, &args[1..]),
+        "import" => return crate::pvesm_transfer::import(root, &args[1..]),
+        _ => {}
+    }
     let Some(command) = COMMANDS.iter().find(|c| c.name == name) else {
         if matches!(name, "help" | "--help" | "-h") {
             println!("{}", usage());
@@ -277,6 +286,9 @@ fn usage() -> String {
                 .collect::<String>()
         ));
     }
+    out.push_str("       pvesm prune-backups <storage> [OPTIONS]\n");
+    out.push_str("       pvesm export|import <volume> <format> <filename> [OPTIONS]\n");
+    out.push_str(crate::pvesm_scan::USAGE);
     out.push_str("Add --help to a command for its options.");
     out
 }

@@ -346,7 +346,7 @@ fn read_password() -> Result<String, CliError> {
     Ok(first)
 }
 
-fn prompt(text: &str) -> Result<String, CliError> {
+pub(crate) fn prompt(text: &str) -> Result<String, CliError> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     use std::io::{BufRead, Write};
     eprint!("{text}");

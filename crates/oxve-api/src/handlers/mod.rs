@@ -12,13 +12,18 @@ use std::sync::Arc;
 
 pub mod access;
 pub mod acl;
+pub mod aplinfo;
 pub mod cluster;
+pub mod content_copy;
+pub mod disks;
 pub mod domains;
 pub mod guests;
 pub mod node_storage;
 pub mod nodes;
 pub mod pools;
+pub mod prune;
 pub mod roles;
+pub mod scan;
 pub mod storage;
 pub mod tasks;
 pub mod tfa;
@@ -64,7 +69,12 @@ impl Registry {
         cluster::register(&mut r);
         storage::register(&mut r);
         node_storage::register(&mut r);
+        prune::register(&mut r);
+        content_copy::register(&mut r);
         transfer::register(&mut r);
+        scan::register(&mut r);
+        disks::register(&mut r);
+        aplinfo::register(&mut r);
         r
     }
 

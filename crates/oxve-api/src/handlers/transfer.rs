@@ -23,9 +23,9 @@ pub fn register(r: &mut Registry) {
 }
 
 /// A checksum the caller expects: algorithm and lower-case hex value.
-struct Expected {
-    algorithm: String,
-    hex: String,
+pub(super) struct Expected {
+    pub(super) algorithm: String,
+    pub(super) hex: String,
 }
 
 fn expected_checksum(ctx: &Ctx) -> ApiResult<Option<Expected>> {
@@ -46,7 +46,7 @@ fn expected_checksum(ctx: &Ctx) -> ApiResult<Option<Expected>> {
     }
 }
 
-fn hasher(algorithm: Option<&str>) -> Option<Box<dyn sha2::digest::DynDigest + Send>> {
+pub(super) fn hasher(algorithm: Option<&str>) -> Option<Box<dyn sha2::digest::DynDigest + Send>> {
     Some(match algorithm? {
         "md5" => Box::new(md5::Md5::new()),
         "sha1" => Box::new(sha1::Sha1::new()),
@@ -96,7 +96,7 @@ async fn target_of(
 }
 
 /// A hidden temporary name beside `target`.
-fn temp_beside(target: &Path, tag: &str) -> PathBuf {
+pub(super) fn temp_beside(target: &Path, tag: &str) -> PathBuf {
     use rand::Rng;
     let name = target
         .file_name()
@@ -105,6 +105,12 @@ fn temp_beside(target: &Path, tag: &str) -> PathBuf {
     let suffix: u64 = rand::rngs::OsRng.gen();
     target.with_file_name(format!(".{name}.{tag}-{suffix:016x}"))
 }
+
+/// Bytes of an upload handed to the writer thread at once, and how many
+/// such batches may wait for it: the upload's memory is bounded by their
+/// product, whatever the file's size.
+const UPLOAD_BATCH: usize = 512 * 1024;
+const UPLOAD_QUEUE: usize = 4;
 
 /// Writes chunks from a channel into a new file on a blocking thread,
 /// hashing as it goes. Returns (bytes, hex digest).
@@ -136,7 +142,7 @@ fn spawn_writer(
 }
 
 /// Moves a finished temporary file to its name, refusing to replace one.
-fn finish(tmp: &Path, target: &Path) -> std::io::Result<()> {
+pub(super) fn finish(tmp: &Path, target: &Path) -> std::io::Result<()> {
     std::fs::hard_link(tmp, target)?;
     std::fs::remove_file(tmp)
 }
@@ -181,21 +187,34 @@ async fn upload(mut ctx: Ctx) -> ApiResult<Value> {
     };
     let mut file = file;
     let tmp = temp_beside(&target, "upload");
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let writer = spawn_writer(
         tmp.clone(),
         expected.as_ref().map(|e| e.algorithm.clone()),
         rx,
     );
     let mut failure = None;
+    // The body arrives in TLS-record-sized pieces; handing each to the
+    // writer thread costs a wake-up, so they go over in batches.
+    let mut batch = bytes::BytesMut::with_capacity(UPLOAD_BATCH);
     loop {
         match file.chunk().await {
             Ok(Some(chunk)) => {
-                if tx.send(chunk).await.is_err() {
-                    break;
+                batch.extend_from_slice(&chunk);
+                if batch.len() >= UPLOAD_BATCH {
+                    let full =
+                        std::mem::replace(&mut batch, bytes::BytesMut::with_capacity(UPLOAD_BATCH));
+                    if tx.send(full.freeze()).await.is_err() {
+                        break;
+                    }
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                if !batch.is_empty() {
+                    let _ = tx.send(batch.split().freeze()).await;
+                }
+                break;
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -332,7 +351,7 @@ async fn download_url(ctx: Ctx) -> ApiResult<Value> {
 }
 
 /// Downloads `url` into `tmp` with progress lines, then checks the sum.
-async fn fetch(
+pub(super) async fn fetch(
     task: &oxve_tasks::TaskContext,
     url: &str,
     verify: bool,

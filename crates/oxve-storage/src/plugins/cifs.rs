@@ -69,6 +69,12 @@ impl CifsPlugin {
             .arg(self.source()?)
             .arg(mount_path(&self.def)?.to_string_lossy())
             .args(["-o", "soft"]);
+        // QEMU's image locks would become mandatory SMB byte-range locks,
+        // and QEMU's own writes to a locked range then fail with EACCES
+        // (see DEVIATIONS.md): keep byte-range locks on the client.
+        if !self.def.get("options").is_some_and(|o| o.contains("nobrl")) {
+            cmd = cmd.args(["-o", "nobrl"]);
+        }
         let user = self.def.get("username").filter(|u| !u.is_empty());
         match (&self.env.secret, user) {
             _ if self.uses_kerberos() => {}
@@ -124,4 +130,48 @@ impl StoragePlugin for CifsPlugin {
     }
 
     file_image_ops!();
+}
+
+/// One disk share of an SMB server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CifsShare {
+    /// The share name.
+    pub share: String,
+    /// The server's comment on it (may be empty).
+    pub description: String,
+}
+
+/// What `smbclient --grepable -L <server>` printed: the disk shares, and
+/// the lines that report an NT status other than success (a failed logon
+/// or browse is told on standard output, not only in the exit status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbShareList {
+    pub shares: Vec<CifsShare>,
+    pub failures: Vec<String>,
+}
+
+/// Parses `smbclient -g -L` output: `Disk|<share>|<comment>` lines are
+/// shares (printers, devices and `IPC$` are not storage); `Server|` and
+/// `Workgroup|` lines and other chatter are skipped.
+pub fn parse_smbclient_list(text: &str) -> SmbShareList {
+    let mut list = SmbShareList::default();
+    for line in text.lines() {
+        let mut fields = line.splitn(3, '|');
+        if let (Some("Disk"), Some(share)) = (fields.next(), fields.next()) {
+            if !share.is_empty() {
+                list.shares.push(CifsShare {
+                    share: share.to_string(),
+                    description: fields.next().unwrap_or("").trim_end().to_string(),
+                });
+            }
+            continue;
+        }
+        let status = line
+            .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ',' | ':'))
+            .find(|w| w.starts_with("NT_STATUS_"));
+        if status.is_some_and(|s| s != "NT_STATUS_SUCCESS" && s != "NT_STATUS_OK") {
+            list.failures.push(line.trim().to_string());
+        }
+    }
+    list
 }

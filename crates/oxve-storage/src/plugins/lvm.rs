@@ -469,7 +469,7 @@ fn percent_of(percent: &str, size: u64) -> Option<u64> {
 }
 
 /// An LVM report command with machine-readable output.
-fn report(tool: &str) -> Cmd {
+pub(crate) fn report(tool: &str) -> Cmd {
     Cmd::new(tool).args([
         "--separator",
         ":",

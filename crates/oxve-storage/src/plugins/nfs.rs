@@ -130,3 +130,29 @@ pub(crate) fn mounted_usage(def: &StorageDef) -> Result<Usage> {
     }
     fs_usage(&path)
 }
+
+/// One export of an NFS server, as `showmount --exports` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NfsExport {
+    /// The exported directory.
+    pub path: String,
+    /// Who may mount it (`192.168.1.0/24,10.0.0.5`, `*`, `(everyone)`).
+    pub options: String,
+}
+
+/// Parses `showmount --no-headers --exports <server>`: per line an absolute
+/// path, blanks, then the clients allowed. showmount does not quote, so a
+/// path ends at its first blank (as upstream reads it); lines that are not
+/// an export are skipped.
+pub fn parse_showmount(text: &str) -> Vec<NfsExport> {
+    text.lines()
+        .filter_map(|line| {
+            let (path, options) = line.trim_end().split_once(char::is_whitespace)?;
+            let options = options.trim_start();
+            (path.len() > 1 && path.starts_with('/') && !options.is_empty()).then(|| NfsExport {
+                path: path.to_string(),
+                options: options.to_string(),
+            })
+        })
+        .collect()
+}

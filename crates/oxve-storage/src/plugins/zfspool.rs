@@ -613,3 +613,32 @@ fn dataset_mounted(dataset: &str) -> bool {
         fstype == "zfs" && (what == dataset || what.starts_with(&format!("{dataset}/")))
     })
 }
+
+/// One file system of `zfs list -t filesystem -Hp -o name,avail,used`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZfsFilesystem {
+    /// The full dataset name (`rpool/data`).
+    pub name: String,
+    /// Bytes available to it.
+    pub avail: u64,
+    /// Bytes it and its children use.
+    pub used: u64,
+}
+
+/// Parses `zfs list -t filesystem -Hp -o name,avail,used` (tab-separated,
+/// exact byte counts).
+pub fn parse_zfs_filesystems(text: &str) -> Vec<ZfsFilesystem> {
+    text.lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+            let [name, avail, used] = cols.as_slice() else {
+                return None;
+            };
+            Some(ZfsFilesystem {
+                name: name.to_string(),
+                avail: avail.parse().ok()?,
+                used: used.parse().ok()?,
+            })
+        })
+        .collect()
+}

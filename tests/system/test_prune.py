@@ -440,3 +440,34 @@ def test_export_import_with_btrfs(admin, nodename, node, btrfs_store):
     st = wait_cli_task(node, admin, nodename, r)
     assert st["exitstatus"] != "OK" and "no common stream format" in st["exitstatus"], st
     assert "bt:100/vm-100-disk-43.raw" not in [v["volid"] for v in bt.content.get()]
+
+
+def test_max_protected_backups_per_guest(admin, nodename, dump, node):
+    """`max-protected-backups` limits protected backups per guest; the
+    default is 5 for users without Datastore.Allocate, unlimited for others."""
+    names = [f"vzdump-qemu-310-2026_01_0{d}-10_00_00.vma.zst" for d in range(1, 8)]
+    for n, name in enumerate(names):
+        make_backup(dump, name, f"2026_01_0{n + 1}-10_00_00")
+    content = admin.nodes(nodename).storage("local").content
+    try:
+        admin.storage("local").put(**{"max-protected-backups": 1})
+        content(f"local:backup/{names[0]}").put(protected=1)
+        with pytest.raises(ResourceException, match="limited to 1"):
+            content(f"local:backup/{names[1]}").put(protected=1)
+        assert not (dump / f"{names[1]}.protected").exists()
+        content(f"local:backup/{names[0]}").put(protected=1)  # already protected: fine
+        admin.storage("local").put(delete="max-protected-backups")
+
+        # Without the option: no limit for admin, 5 for a backup operator.
+        node.add_user("bkp@pve", "bkp-pass-123", role="PVEDatastoreUser", path="/storage/local")
+        node.cli("pveum", "acl", "modify", "/vms/310", "--users", "bkp@pve", "--roles", "PVEVMAdmin")
+        user = node.proxmox("bkp@pve", "bkp-pass-123").nodes(nodename).storage("local").content
+        for name in names[1:5]:
+            user(f"local:backup/{name}").put(protected=1)
+        with pytest.raises(ResourceException, match="limited to 5"):
+            user(f"local:backup/{names[5]}").put(protected=1)
+        content(f"local:backup/{names[5]}").put(protected=1)  # admin: unlimited
+    finally:
+        for name in names:
+            content(f"local:backup/{name}").put(protected=0)
+            content(f"local:backup/{name}").delete()

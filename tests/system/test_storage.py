@@ -173,6 +173,38 @@ def test_upload_bad_checksum_leaves_nothing(admin, nodename, tmp_path, extra_dir
     assert hidden_files(extra_dir) == []
 
 
+def test_out_of_space_upload_and_alloc_leave_nothing(admin, nodename, tmp_path, node):
+    """A full storage fails the upload with the reason and keeps no partial
+    file; a preallocated image that does not fit is removed again."""
+    tiny = node.root / "srv" / "tiny"
+    tiny.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "oxvet-tiny", str(tiny)], check=True)
+    try:
+        admin.storage.post(storage="tiny", type="dir", path=str(tiny), content="iso,images",
+                           preallocation="full")
+        st = admin.nodes(nodename).storage("tiny")
+        iso = tmp_path / "big.iso"
+        iso.write_bytes(os.urandom(8 << 20))
+        failed = None
+        with iso.open("rb") as f:
+            try:
+                upid = st.upload.post(content="iso", filename=f)
+                failed = wait_task(admin, nodename, upid)["exitstatus"]
+            except ResourceException as e:
+                failed = str(e)
+        assert "No space left" in failed or "space" in failed.lower(), failed
+        assert not (tiny / "template/iso/big.iso").exists()
+        assert hidden_files(tiny) == []
+
+        with pytest.raises(ResourceException):
+            st.content.post(vmid=100, filename="vm-100-disk-0.raw", size="16M")
+        assert not (tiny / "images/100/vm-100-disk-0.raw").exists()
+        assert st.content.get(vmid=100) == []
+        admin.storage("tiny").delete()
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
+
+
 def test_upload_refuses_bad_names(admin, nodename, tmp_path, extra_dir, node):
     f = tmp_path / "x.txt"
     f.write_bytes(b"hello")

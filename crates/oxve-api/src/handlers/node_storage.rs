@@ -355,10 +355,25 @@ async fn set_attributes(ctx: Ctx) -> ApiResult<Value> {
         )));
     }
     let volname = id.volname.clone();
+    let max_protected = max_protected_backups(&ctx, plugin.def());
     blocking(move || {
         let path = plugin.path(&volname)?;
         if !path.exists() {
             return Err(ApiError::fail(format!("volume '{id}' does not exist")));
+        }
+        if let (Some(true), Some(max), Some(vmid)) = (protected, max_protected, vol.vmid) {
+            let volid = id.to_string();
+            let others = plugin
+                .list_volumes(Some(Content::Backup), Some(vmid))?
+                .into_iter()
+                .filter(|v| v.protected && v.volid != volid)
+                .count();
+            if others >= max {
+                return Err(ApiError::fail(format!(
+                    "The number of protected backups per guest is limited to {max} on storage '{}'",
+                    id.storage
+                )));
+            }
         }
         if let Some(notes) = notes {
             let file = path.with_extension_suffix(".notes");
@@ -380,6 +395,24 @@ async fn set_attributes(ctx: Ctx) -> ApiResult<Value> {
         Ok(Value::Null)
     })
     .await
+}
+
+/// How many protected backups one guest may have on `def`: its
+/// `max-protected-backups` (-1: no limit), else no limit for callers with
+/// `Datastore.Allocate` on the storage and 5 for others, as upstream.
+fn max_protected_backups(ctx: &Ctx, def: &StorageDef) -> Option<usize> {
+    let configured = def
+        .get("max-protected-backups")
+        .and_then(|v| v.parse::<i64>().ok());
+    let max = configured.unwrap_or_else(|| {
+        let path = format!("/storage/{}", def.id);
+        if ctx.has_privs(&path, &["Datastore.Allocate"], false) {
+            -1
+        } else {
+            5
+        }
+    });
+    usize::try_from(max).ok()
 }
 
 async fn delete(ctx: Ctx) -> ApiResult<Value> {

@@ -198,3 +198,102 @@ fn btrfs_on_a_loop_device() {
     assert!(p.list_images(None).unwrap().is_empty());
     assert!(p.status().unwrap().total > 0);
 }
+
+/// `tar+size` carries a container's subvolume between a directory storage
+/// and btrfs and back, keeping numeric owners, modes, symlinks and holes.
+#[test]
+fn tar_size_moves_container_subvolumes_between_dir_and_btrfs() {
+    if !need(is_root(), "tar+size test needs root (owners, loop mount)") {
+        return;
+    }
+    let Some(mount) = BtrfsMount::new() else {
+        need(false, "cannot create and loop-mount a btrfs file system");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "dir: d\n\tpath {}\n\tcontent rootdir\n\nbtrfs: b\n\tpath {}\n\tcontent rootdir\n\n",
+        tmp.path().join("d").display(),
+        mount.dir.display()
+    );
+    let dir = open(&cfg, "d", tmp.path());
+    let btrfs = open(&cfg, "b", tmp.path());
+
+    let ct = dir.alloc_image(200, Some("subvol"), None, 0).unwrap();
+    let root = dir.path(&ct).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "ct200\n").unwrap();
+    std::os::unix::fs::symlink("hostname", root.join("etc/name")).unwrap();
+    let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    write_at(&root.join("sparse"), 32 << 20, b"middle");
+    // An unprivileged container's shifted ids.
+    std::os::unix::fs::chown(root.join("etc/hostname"), Some(100_000), Some(100_005)).unwrap();
+    std::fs::set_permissions(
+        root.join("etc/hostname"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+
+    let mut stream = Vec::new();
+    dir.export(&ct, "tar+size", None, &mut stream).unwrap();
+    let on_btrfs = btrfs
+        .import(
+            201,
+            "subvol-201-disk-0.subvol",
+            "tar+size",
+            &mut stream.as_slice(),
+        )
+        .unwrap();
+    let mut back_stream = Vec::new();
+    btrfs
+        .export(&on_btrfs, "tar+size", None, &mut back_stream)
+        .unwrap();
+    let back = dir
+        .import(
+            202,
+            "subvol-202-disk-0.subvol",
+            "tar+size",
+            &mut back_stream.as_slice(),
+        )
+        .unwrap();
+
+    for (p, vol) in [(&btrfs, &on_btrfs), (&dir, &back)] {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let r = p.path(vol).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/hostname")).unwrap(),
+            "ct200\n"
+        );
+        let meta = std::fs::metadata(r.join("etc/hostname")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (100_000, 100_005));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::read_link(r.join("etc/name")).unwrap(),
+            Path::new("hostname")
+        );
+        let sparse = std::fs::metadata(r.join("sparse")).unwrap();
+        assert_eq!(sparse.len(), 64 << 20);
+        assert!(sparse.blocks() * 512 < 1 << 20, "the hole was filled in");
+        assert_eq!(read_at(&r.join("sparse"), 32 << 20, 6), b"middle");
+    }
+
+    // A stream cut short: the import fails and leaves no volume.
+    let cut = &stream[..stream.len() / 2];
+    assert!(btrfs
+        .import(203, "subvol-203-disk-0.subvol", "tar+size", &mut &cut[..])
+        .is_err());
+    assert!(btrfs.list_images(Some(203)).unwrap().is_empty());
+    // Only subvolumes travel as tar+size.
+    let raw = dir.alloc_image(204, Some("raw"), None, 1024);
+    assert!(
+        raw.is_err()
+            || dir
+                .export(&raw.unwrap(), "tar+size", None, &mut Vec::new())
+                .is_err()
+    );
+
+    for (p, v) in [(&btrfs, &on_btrfs), (&dir, &back), (&dir, &ct)] {
+        p.free_image(v).unwrap();
+    }
+}

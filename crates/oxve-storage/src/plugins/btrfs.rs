@@ -4,6 +4,7 @@
 //! use `btrfs send`/`receive`. Snapshots are `<subvolume>@<name>`, read-only.
 
 use super::dir::{activate_dir, image_vol};
+use super::files;
 use crate::config::StorageDef;
 use crate::content::Content;
 use crate::error::{Result, StorageError};
@@ -96,8 +97,8 @@ impl StoragePlugin for BtrfsPlugin {
             linked_clones: true,
             resize: true,
             rename: true,
-            export_formats: &["btrfs", "raw+size"],
-            import_formats: &["btrfs", "raw+size"],
+            export_formats: &["btrfs", "raw+size", "tar+size"],
+            import_formats: &["btrfs", "raw+size", "tar+size"],
         }
     }
 
@@ -441,6 +442,13 @@ impl StoragePlugin for BtrfsPlugin {
                 }
                 sent
             }
+            "tar+size" if vol.format.as_deref() == Some("subvol") => {
+                let source = match snapshot {
+                    Some(s) => self.snap_path(&vol, s)?,
+                    None => self.subvolume(&vol)?,
+                };
+                files::tar_export(&*self.env.runner, &source, 0, out)
+            }
             "raw+size" if vol.format.as_deref() == Some("raw") && snapshot.is_none() => {
                 let path = self.data_path(&vol)?;
                 let mut file = std::fs::File::open(&path).map_err(|e| {
@@ -452,7 +460,7 @@ impl StoragePlugin for BtrfsPlugin {
                     .map_err(|e| StorageError::io(format!("exporting '{volname}'"), e))
             }
             _ => Err(StorageError::Other(format!(
-                "cannot export '{volname}' as {format} (use btrfs or raw+size)"
+                "cannot export '{volname}' as {format} (use btrfs, raw+size or tar+size)"
             ))),
         }
     }
@@ -501,6 +509,17 @@ impl StoragePlugin for BtrfsPlugin {
                 })();
                 let _ = std::fs::remove_dir(&staging);
                 result.map(|_| volname)
+            }
+            "tar+size" => {
+                let volname = self.create_image(vmid, name, "subvol", 0)?;
+                let target = self.subvolume(&self.image(&volname)?)?;
+                match files::tar_import(&*self.env.runner, &target, input) {
+                    Ok(_) => Ok(volname),
+                    Err(e) => {
+                        let _ = self.free_image(&volname);
+                        Err(e)
+                    }
+                }
             }
             "raw+size" => {
                 let mut header = [0u8; 8];

@@ -20,8 +20,59 @@ pub struct ImageFiles<'a> {
     pub root: PathBuf,
 }
 
-/// Stream formats for file images (upstream's names).
-pub const EXPORT_FORMATS: &[&str] = &["raw+size", "qcow2+size"];
+/// Stream formats for file images (upstream's names); `tar+size` carries
+/// container subvolume directories.
+pub const EXPORT_FORMATS: &[&str] = &["raw+size", "qcow2+size", "tar+size"];
+
+/// `tar` options that keep a container's files as they are: numeric
+/// owners (an unprivileged container's shifted ids), modes, ACLs, extended
+/// attributes (file capabilities), sparse files; one file system only.
+const TAR_KEEP: &[&str] = &[
+    "--numeric-owner",
+    "--acls",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--sparse",
+];
+
+/// Writes `tar+size`: an 8-byte little-endian size (the subvolume's quota,
+/// 0 for none), then a tar stream of `dir`'s contents.
+pub(crate) fn tar_export(
+    runner: &dyn Runner,
+    dir: &Path,
+    size: u64,
+    out: &mut dyn Write,
+) -> Result<()> {
+    out.write_all(&size.to_le_bytes())
+        .map_err(|e| StorageError::io("writing the stream header", e))?;
+    runner.run_to(
+        &Cmd::new("tar")
+            .args(TAR_KEEP)
+            .arg("--one-file-system")
+            .arg("-C")
+            .arg(dir.to_string_lossy())
+            .args(["-cpf", "-", "."]),
+        out,
+    )
+}
+
+/// Reads `tar+size` into the existing, empty directory `dir`; returns the
+/// size from the header.
+pub(crate) fn tar_import(runner: &dyn Runner, dir: &Path, input: &mut dyn Read) -> Result<u64> {
+    let mut header = [0u8; 8];
+    input
+        .read_exact(&mut header)
+        .map_err(|e| StorageError::io("reading the stream header", e))?;
+    runner.run_from(
+        &Cmd::new("tar")
+            .args(TAR_KEEP)
+            .arg("-C")
+            .arg(dir.to_string_lossy())
+            .args(["-xpf", "-"]),
+        input,
+    )?;
+    Ok(u64::from_le_bytes(header))
+}
 
 impl ImageFiles<'_> {
     pub fn dir(&self, vmid: u32) -> PathBuf {
@@ -344,9 +395,13 @@ impl ImageFiles<'_> {
         Ok(format!("{vmid}/{name}"))
     }
 
-    /// `raw+size` / `qcow2+size`: an 8-byte little-endian size, then the file.
+    /// `raw+size` / `qcow2+size`: an 8-byte little-endian size, then the
+    /// file; `tar+size` for subvolume directories.
     pub fn export(&self, vol: &VolName, format: &str, out: &mut dyn Write) -> Result<()> {
-        let want = format!("{}+size", vol.format.as_deref().unwrap_or("raw"));
+        let want = match vol.format.as_deref().unwrap_or("raw") {
+            "subvol" => "tar+size".to_string(),
+            f => format!("{f}+size"),
+        };
         if format != want {
             return Err(StorageError::Other(format!(
                 "cannot export '{}' as {format} (use {want})",
@@ -354,6 +409,9 @@ impl ImageFiles<'_> {
             )));
         }
         let path = self.path(vol);
+        if format == "tar+size" {
+            return tar_export(self.runner, &path, 0, out);
+        }
         let mut file = std::fs::File::open(&path)
             .map_err(|e| StorageError::io(format!("unable to open '{}'", path.display()), e))?;
         let size = file
@@ -375,6 +433,15 @@ impl ImageFiles<'_> {
         let file_format = match format {
             "raw+size" => "raw",
             "qcow2+size" => "qcow2",
+            "tar+size" => {
+                let volname = self.create(vmid, name, "subvol", 0)?;
+                let path = self.path(&volume::parse_file_volname(&volname)?);
+                if let Err(e) = tar_import(self.runner, &path, input) {
+                    let _ = std::fs::remove_dir_all(&path);
+                    return Err(e);
+                }
+                return Ok(volname);
+            }
             _ => {
                 return Err(StorageError::Other(format!(
                     "cannot import stream format '{format}'"

@@ -41,6 +41,24 @@ pub struct VolumeInfo {
     pub protected: bool,
 }
 
+impl VolumeInfo {
+    /// A raw volume that belongs to no guest: an iSCSI LUN.
+    pub fn lun(storage: &str, volname: &str, size: u64) -> VolumeInfo {
+        VolumeInfo {
+            volid: VolumeId::new(storage, volname).to_string(),
+            content: Content::Images,
+            format: "raw".into(),
+            size,
+            used: None,
+            vmid: None,
+            ctime: None,
+            parent: None,
+            notes: None,
+            protected: false,
+        }
+    }
+}
+
 /// What a storage type can do, for the capabilities document and for
 /// refusing an operation up front with a clear message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::content::Content;
 use crate::error::{Result, StorageError};
 use crate::exec::Cmd;
 use crate::plugin::{Capabilities, Env, StoragePlugin, Usage, VolumeInfo};
-use crate::volume::{VolName, VolumeId};
+use crate::volume::VolName;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -244,18 +244,7 @@ impl StoragePlugin for IscsiPlugin {
             .get(self.target()?)
             .into_iter()
             .flatten()
-            .map(|lun| VolumeInfo {
-                volid: VolumeId::new(&self.def.id, &lun.volname).to_string(),
-                content: Content::Images,
-                format: "raw".into(),
-                size: lun.size,
-                used: None,
-                vmid: None,
-                ctime: None,
-                parent: None,
-                notes: None,
-                protected: false,
-            })
+            .map(|lun| VolumeInfo::lun(&self.def.id, &lun.volname, lun.size))
             .collect())
     }
 

@@ -103,18 +103,7 @@ impl StoragePlugin for IscsiDirectPlugin {
         Ok(self
             .luns()?
             .into_iter()
-            .map(|lun| VolumeInfo {
-                volid: VolumeId::new(&self.def.id, &format!("lun{}", lun.lun)).to_string(),
-                content: Content::Images,
-                format: "raw".into(),
-                size: lun.size,
-                used: None,
-                vmid: None,
-                ctime: None,
-                parent: None,
-                notes: None,
-                protected: false,
-            })
+            .map(|lun| VolumeInfo::lun(&self.def.id, &format!("lun{}", lun.lun), lun.size))
             .collect())
     }
 

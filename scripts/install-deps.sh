@@ -30,7 +30,9 @@ fi
 # smbclient, vgs/lvs, smartctl, udevadm. Their packages also bring daemons
 # (rpcbind, statd, dmeventd, smartd, udevd) that must not start on a build
 # host: a policy-rc.d that refuses every start is in place while they install.
-scan_packages=(nfs-common smbclient lvm2 smartmontools udev)
+# lxc runs containers; its lxc-net service (a host bridge with NAT) must
+# never start here: containers use the node's own bridges.
+scan_packages=(nfs-common smbclient lvm2 smartmontools udev lxc e2fsprogs)
 missing=()
 for p in "${scan_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,6 +52,12 @@ if ((${#missing[@]})); then
   [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
   [ "$status" = 0 ] || exit "$status"
 fi
+
+# Unprivileged containers map their ids into root's subordinate range, as
+# on a Proxmox VE host.
+for f in /etc/subuid /etc/subgid; do
+  grep -q '^root:' "$f" 2>/dev/null || echo 'root:100000:65536' >> "$f"
+done
 
 # PAM service used for pam realm logins (as upstream's proxmox-ve-auth).
 if [ ! -e /etc/pam.d/proxmox-ve-auth ]; then

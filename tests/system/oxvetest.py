@@ -232,6 +232,7 @@ class Node:
                     self._signal(signal.SIGKILL)
                     self.proc.wait(10)
         finally:
+            self.stop_containers()
             if netns_exists(self.netns):
                 subprocess.run(["ip", "netns", "del", self.netns], check=False)
             if os.environ.get("OXVE_KEEP_ROOT"):
@@ -242,6 +243,26 @@ class Node:
                     self.log_path.unlink()
                 except FileNotFoundError:
                     pass
+
+    def stop_containers(self) -> None:
+        """Kill what containers of this node still run and unmount what is
+        mounted below its root, so that removing the root can never reach
+        through a mount into something else."""
+        lxcpath = self.root / "run/oxve/lxc"
+        if lxcpath.is_dir():
+            for ct in lxcpath.iterdir():
+                if ct.is_dir() and ct.name.isdigit():
+                    subprocess.run(
+                        ["ip", "netns", "exec", self.netns, "lxc-stop", "-k", "-n", ct.name, "-P", str(lxcpath)]
+                        if netns_exists(self.netns) else ["lxc-stop", "-k", "-n", ct.name, "-P", str(lxcpath)],
+                        capture_output=True, timeout=30,
+                    )
+        root = str(self.root.resolve())
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for mp in sorted((p for p in points if p == root or p.startswith(root + "/")), key=len, reverse=True):
+            if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", mp], capture_output=True)
 
     def log_tail(self, n: int = 40) -> str:
         try:

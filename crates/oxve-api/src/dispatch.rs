@@ -26,7 +26,7 @@ pub enum Format {
 }
 
 /// Serves one API request.
-pub async fn handle(node: Arc<Node>, peer: Peer, req: Request<Body>) -> Response<Body> {
+pub async fn handle(node: Arc<Node>, peer: Peer, mut req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let (format, rel) = if let Some(rest) = path.strip_prefix("/api2/json") {
         (Format::Json, rest.to_string())
@@ -37,7 +37,15 @@ pub async fn handle(node: Arc<Node>, peer: Peer, req: Request<Body>) -> Response
     };
     let verb_name = req.method().as_str().to_string();
     let head_only = req.method() == HttpMethod::HEAD;
-    let result = run(node, peer, req, &verb_name, &rel).await;
+    // A WebSocket upgrade passes the whole pipeline first (websocket.rs).
+    let upgrade = crate::websocket::Upgrade::take(&mut req);
+    let mut result = run(node, peer, req, &verb_name, &rel).await;
+    if let Some(upgrade) = upgrade {
+        match upgrade.accept(result) {
+            Ok(switching) => return switching,
+            Err(r) => result = r,
+        }
+    }
     let mut resp = respond(format, result);
     if head_only {
         *resp.body_mut() = Body::empty();

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod coverage;
+pub mod ct;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
@@ -16,8 +17,10 @@ pub mod perm;
 pub mod server;
 pub mod storage;
 pub mod sys;
+pub mod termproxy;
 pub mod tls;
 pub mod upload;
+pub mod websocket;
 
 pub use error::{ApiError, ApiResult};
 pub use node::{Node, NodeOptions};

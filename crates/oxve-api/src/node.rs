@@ -30,6 +30,8 @@ pub struct Node {
     pub started: std::time::SystemTime,
     /// VM ids handed out by `/cluster/nextid` and not yet used by a guest.
     pub nextid: crate::handlers::cluster::Reservations,
+    /// Per-guest locks: config changes and guest operations queue here.
+    pub guest_locks: crate::ct::GuestLocks,
     /// Parsed `user.cfg`; dropped whenever this process writes it.
     users: Mutex<Option<Arc<UserConfig>>>,
     /// Tickets already verified: ticket → user id (signature checks are
@@ -79,6 +81,7 @@ impl Node {
             registry: Registry::build(),
             started: std::time::SystemTime::now(),
             nextid: Default::default(),
+            guest_locks: Default::default(),
             users: Mutex::new(None),
             tickets: Mutex::new(Default::default()),
             fingerprint: Default::default(),

@@ -134,6 +134,6 @@ where
         });
     let _ = Builder::new(TokioExecutor::new())
         .http1_only()
-        .serve_connection(io, service)
+        .serve_connection_with_upgrades(io, service)
         .await;
 }

@@ -6,6 +6,7 @@
 //! section-config grammar used by `domains.cfg`, `storage.cfg` and friends.
 
 pub mod api;
+pub mod ctconfig;
 pub mod format;
 pub mod gen;
 pub mod propstring;

@@ -227,6 +227,20 @@ pub trait StoragePlugin: Send + Sync {
         name: Option<&str>,
         size_kib: u64,
     ) -> Result<String> {
+        self.alloc_for(None, vmid, format, name, size_kib)
+    }
+
+    /// [`alloc_image`](Self::alloc_image) for a given content type: a
+    /// container's raw disk needs `rootdir`, not `images`. `None` derives
+    /// it from the format (`subvol` → `rootdir`, others → `images`).
+    fn alloc_for(
+        &self,
+        content: Option<Content>,
+        vmid: u32,
+        format: Option<&str>,
+        name: Option<&str>,
+        size_kib: u64,
+    ) -> Result<String> {
         let info = self.def().kind.info();
         let format = match format.or(self.def().default_format()) {
             Some(f) => f.to_string(),
@@ -242,11 +256,11 @@ pub trait StoragePlugin: Send + Sync {
                 ),
             });
         }
-        let content = if format == "subvol" {
+        let content = content.unwrap_or(if format == "subvol" {
             Content::Rootdir
         } else {
             Content::Images
-        };
+        });
         self.check_content(content)?;
         if format != "subvol" && size_kib == 0 {
             return Err(StorageError::Option {

@@ -126,3 +126,43 @@ pub fn scalar(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Prints a task's log as it grows and fails with its error, as upstream's
+/// CLI runs a worker in the foreground. The final `TASK ...` line is not
+/// printed: success is the exit code, an error the one line on stderr.
+pub fn follow_task(root: &Path, upid: &str) -> Result<(), CliError> {
+    let base = format!("/nodes/localhost/tasks/{upid}");
+    let mut printed = 0u64;
+    loop {
+        let status = call(root, "GET", &format!("{base}/status"), &Map::new())?;
+        let stopped = status.get("status").and_then(Value::as_str) == Some("stopped");
+        let mut query = Map::new();
+        query.insert("start".into(), Value::from(printed));
+        query.insert("limit".into(), Value::from(0));
+        let lines = call(root, "GET", &format!("{base}/log"), &query)?;
+        for line in lines.as_array().into_iter().flatten() {
+            let n = line.get("n").and_then(Value::as_u64).unwrap_or(0);
+            let t = line.get("t").and_then(Value::as_str).unwrap_or("");
+            if n <= printed || (n == 1 && t == "no content") {
+                continue;
+            }
+            printed = n;
+            if !(stopped && t.starts_with("TASK ")) {
+                println!("{t}");
+            }
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if stopped {
+            let exit = status
+                .get("exitstatus")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            return if exit == "OK" || exit.starts_with("WARNINGS") {
+                Ok(())
+            } else {
+                Err(CliError::Api(exit.to_string()))
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

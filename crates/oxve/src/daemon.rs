@@ -91,6 +91,7 @@ async fn run(root: PathBuf, args: Args) -> Result<(), String> {
         netns: args.netns.clone(),
     })
     .map_err(|e| e.to_string())?;
+    node.lxc().record().map_err(|e| e.to_string())?;
     if args.create_admin {
         if let Some(password) =
             oxve_api::bootstrap::create_admin(&node).map_err(|e| e.to_string())?

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod daemon;
 mod output;
+mod pct;
 mod pveam;
 mod pvesh;
 mod pvesm;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Tools this binary answers to, by name.
-const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm", "pveam"];
+const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm", "pveam", "pct"];
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
@@ -61,6 +62,8 @@ fn main() -> ExitCode {
         "pveum" => pveum::main(&root, args),
         "pvesm" => pvesm::main(&root, args),
         "pveam" => pveam::main(&root, args),
+        "pct" => pct::main(&root, args),
+        "__lxc-hook" => return lxc_hook(args),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(())
@@ -83,6 +86,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// LXC's hooks of a container: `__lxc-hook <root> <hook> <name> lxc <hook>`
+/// (LXC appends the last three). After a stop (not a reboot) the
+/// container's volumes are unmounted, even when the daemon is down.
+fn lxc_hook(args: Vec<String>) -> ExitCode {
+    let (Some(root), Some(hook)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: oxve __lxc-hook <root> <hook>");
+        return ExitCode::from(2);
+    };
+    if hook == "net-up" {
+        // `net-up <bridge> <tag> <trunks> <rate> <name> net up veth <veth>`
+        let result = match (args.get(2..6), args.last()) {
+            (Some(plug), Some(veth)) if args.len() >= 7 => {
+                oxve_lxc::net::Plug::from_args(plug).and_then(|p| p.apply(veth))
+            }
+            _ => Err(oxve_lxc::LxcError::Config(
+                "net-up hook: missing arguments".into(),
+            )),
+        };
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let name = std::env::var("LXC_NAME").unwrap_or_default();
+    let target = std::env::var("LXC_TARGET").unwrap_or_default();
+    if hook != "post-stop" || target == "reboot" || name.parse::<u32>().is_err() {
+        return ExitCode::SUCCESS;
+    }
+    let host = oxve_lxc::host::LxcHost::new(std::path::Path::new(root), None);
+    let rootfs = host.rootfs_dir(name.parse().unwrap_or_default());
+    match oxve_lxc::mount::unmount_all(&rootfs) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn usage() -> String {
     format!(
         "oxve {} - a Proxmox VE compatible virtualization environment\n\n\
@@ -92,7 +137,8 @@ fn usage() -> String {
            pvesh      call any API path: get|set|create|delete|ls|usage PATH\n  \
            pveum      users, groups, roles, ACLs, tokens and passwords\n  \
            pvesm      storages and their volumes\n  \
-           pveam      container templates: appliance index, download, list\n\n\
+           pveam      container templates: appliance index, download, list\n  \
+           pct        containers: create, start, stop, config, exec, enter\n\n\
          The tools are also available as symlinks named after them.\n\
          OXVE_ROOT (or --root) selects the node's root directory (default /).",
         env!("CARGO_PKG_VERSION")

@@ -378,47 +378,7 @@ fn download(root: &Path, storage: &str, template: &str) -> Result<(), CliError> 
         unreachable!("json! of an object")
     };
     let upid = client::call(root, "POST", &format!("/nodes/{NODE}/aplinfo"), &params)?;
-    follow_task(root, &client::scalar(&upid))
-}
-
-/// Prints a task's log as it grows and fails with its error, as upstream's
-/// CLI runs a worker in the foreground. The final `TASK ...` line is not
-/// printed: success is the exit code, an error the one line on stderr.
-fn follow_task(root: &Path, upid: &str) -> Result<(), CliError> {
-    let base = format!("/nodes/{NODE}/tasks/{upid}");
-    let mut printed = 0u64;
-    loop {
-        let status = client::call(root, "GET", &format!("{base}/status"), &Map::new())?;
-        let stopped = status.get("status").and_then(Value::as_str) == Some("stopped");
-        let mut query = Map::new();
-        query.insert("start".into(), json!(printed));
-        query.insert("limit".into(), json!(0));
-        let lines = client::call(root, "GET", &format!("{base}/log"), &query)?;
-        for line in lines.as_array().into_iter().flatten() {
-            let n = line.get("n").and_then(Value::as_u64).unwrap_or(0);
-            let t = line.get("t").and_then(Value::as_str).unwrap_or("");
-            if n <= printed || (n == 1 && t == "no content") {
-                continue;
-            }
-            printed = n;
-            if !(stopped && t.starts_with("TASK ")) {
-                println!("{t}");
-            }
-        }
-        let _ = std::io::stdout().flush();
-        if stopped {
-            let exit = status
-                .get("exitstatus")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown");
-            return if exit == "OK" || exit.starts_with("WARNINGS") {
-                Ok(())
-            } else {
-                Err(api(exit))
-            };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    client::follow_task(root, &client::scalar(&upid))
 }
 
 // ---- list and remove ------------------------------------------------------

@@ -73,7 +73,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<(), CliError> {
         return Ok(());
     }
     let upid = client::call(root, "DELETE", &path, &params)?;
-    follow_task(root, &client::scalar(&upid))
+    client::follow_task(root, &client::scalar(&upid))
 }
 
 fn truthy(v: &str) -> bool {
@@ -122,47 +122,6 @@ pub fn dry_run_table(rows: &[Value]) -> String {
         ));
     }
     out
-}
-
-/// Waits for a task of the local node, prints its log as upstream's CLI
-/// shows a worker's output, and fails unless it ended `OK`.
-pub fn follow_task(root: &Path, upid: &str) -> Result<(), CliError> {
-    let base = format!("/nodes/{NODE}/tasks/{upid}");
-    let status = loop {
-        let st = client::call(root, "GET", &format!("{base}/status"), &Map::new())?;
-        if st.get("status").and_then(Value::as_str) == Some("stopped") {
-            break st
-                .get("exitstatus")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_string();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    const PAGE: u64 = 500;
-    let mut start = 0;
-    loop {
-        let mut q = Map::new();
-        q.insert("start".into(), json!(start));
-        q.insert("limit".into(), json!(PAGE));
-        let lines = client::call(root, "GET", &format!("{base}/log"), &q)?;
-        let lines = lines.as_array().cloned().unwrap_or_default();
-        for l in &lines {
-            let t = l.get("t").and_then(Value::as_str).unwrap_or("");
-            if !t.starts_with("TASK ") {
-                println!("{t}");
-            }
-        }
-        if (lines.len() as u64) < PAGE {
-            break;
-        }
-        start += PAGE;
-    }
-    if status == "OK" || status.starts_with("WARNINGS") {
-        Ok(())
-    } else {
-        Err(CliError::Api(status))
-    }
 }
 
 #[cfg(test)]

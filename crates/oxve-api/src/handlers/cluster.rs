@@ -119,6 +119,36 @@ async fn resources(ctx: Ctx) -> ApiResult<Value> {
         .await?;
         out.extend(storages);
     }
+    if wanted.is_none() || wanted == Some("vm") || wanted == Some("lxc") {
+        let ids: Vec<u32> = ctx
+            .node
+            .ct_ids()?
+            .into_iter()
+            .filter(|id| ctx.has_privs(&format!("/vms/{id}"), &["VM.Audit"], false))
+            .collect();
+        let node = ctx.node.clone();
+        let pools = ctx.node.users()?;
+        let guests = super::node_storage::blocking(move || {
+            Ok(ids
+                .into_iter()
+                .filter_map(|id| {
+                    let mut v = super::lxc::list_entry(&node, id).ok()?;
+                    v["id"] = json!(format!("lxc/{id}"));
+                    v["node"] = json!(node.name);
+                    if let Some((pool, _)) = pools
+                        .pools
+                        .iter()
+                        .find(|(_, p)| p.vms.contains(&id.to_string()))
+                    {
+                        v["pool"] = json!(pool);
+                    }
+                    Some(v)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        out.extend(guests);
+    }
     Ok(Value::Array(out))
 }
 

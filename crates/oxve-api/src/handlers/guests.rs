@@ -1,9 +1,11 @@
 //! Bulk guest actions of a node: `startall` and `stopall` as worker tasks.
 //!
-//! They walk the guest configs of this node in the store. Guest drivers
-//! (QEMU, LXC) come with their own issues; until then a node has no guests
-//! (creating one answers 501), and a config copied in by hand makes the task
-//! fail with a clear message instead of pretending to start it.
+//! They walk the guest configs of this node in the store, in upstream's
+//! order: by `startup` order (guests without one last), then by id, with
+//! the `up` delay after each start; `stopall` goes the other way and gives
+//! each guest its `down` timeout (default 180 s). Containers are driven by
+//! LXC; VMs wait for the QEMU driver and fail the task with a clear message
+//! instead of pretending to start them.
 
 use super::{Ctx, Registry};
 use crate::error::{ApiError, ApiResult};
@@ -87,8 +89,36 @@ async fn stopall(ctx: Ctx) -> ApiResult<Value> {
     bulk(ctx, "stopall", "stop", list).await
 }
 
+/// `order`, `up` and `down` of a guest's `startup` option.
+fn startup(config: &str) -> (Option<i64>, u64, u64) {
+    let value = config
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("startup:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let parsed = oxve_schema::format::parse_startup_order(value).unwrap_or_default();
+    let num = |k: &str| parsed.get(k).and_then(Value::as_i64);
+    (
+        num("order"),
+        num("up").unwrap_or(0).max(0) as u64,
+        num("down").unwrap_or(180).max(0) as u64,
+    )
+}
+
 async fn bulk(ctx: Ctx, worker: &str, action: &'static str, list: Vec<Guest>) -> ApiResult<Value> {
-    let todo: Vec<(String, u32)> = list.iter().map(|g| (g.kind.to_string(), g.vmid)).collect();
+    let mut todo: Vec<(&'static str, u32, Option<i64>, u64, u64)> = list
+        .iter()
+        .map(|g| {
+            let (order, up, down) = startup(&g.config);
+            (g.kind, g.vmid, order, up, down)
+        })
+        .collect();
+    todo.sort_by_key(|(_, vmid, order, _, _)| (order.unwrap_or(i64::MAX), *vmid));
+    if action == "stop" {
+        todo.reverse();
+    }
+    let node = ctx.node.clone();
     let upid =
         ctx.node
             .tasks
@@ -97,20 +127,60 @@ async fn bulk(ctx: Ctx, worker: &str, action: &'static str, list: Vec<Guest>) ->
                     task.log(format!("no guests to {action}"));
                     return Ok(());
                 }
-                for (kind, vmid) in &todo {
-                    task.log(format!("{action} {kind} guest {vmid}"));
+                let mut failed = Vec::new();
+                for (kind, vmid, _, up, down) in todo {
+                    if kind != "lxc" {
+                        task.warn(format!(
+                            "cannot {action} VM {vmid}: this build has no QEMU driver yet"
+                        ));
+                        failed.push(vmid);
+                        continue;
+                    }
+                    let _guard = node.guest_locks.lock(vmid).await;
+                    let n = node.clone();
+                    let log = task.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        let running = n.lxc().state(vmid).map_err(crate::ct::lxc_err)?
+                            != oxve_lxc::host::RunState::Stopped;
+                        match (action, running) {
+                            ("start", false) => {
+                                log.log(format!("Starting CT {vmid}"));
+                                super::lxc_status::apply_pending(&n, vmid)?;
+                                crate::ct::start(&n, vmid, &|l| log.log(l))
+                            }
+                            ("stop", true) => {
+                                log.log(format!("Stopping CT {vmid} (timeout = {down} seconds)"));
+                                crate::ct::stop(&n, vmid, false, down, true)
+                            }
+                            _ => Ok(()),
+                        }
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    match result {
+                        Ok(()) if action == "start" && up > 0 => {
+                            task.log(format!("Waiting for {up} seconds (startup delay)"));
+                            tokio::time::sleep(std::time::Duration::from_secs(up)).await;
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            task.warn(format!("{action} of CT {vmid} failed: {}", e.message));
+                            failed.push(vmid);
+                        }
+                    }
                 }
-                Err(format!(
-                    "cannot {action} guests {}: this build has no {} driver yet",
-                    todo.iter()
-                        .map(|(_, v)| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    todo.iter()
-                        .map(|(k, _)| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                ))
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "could not {action} guests {}",
+                        failed
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
             })?;
     Ok(json!(upid.to_string()))
 }

@@ -14,10 +14,14 @@ pub mod access;
 pub mod acl;
 pub mod aplinfo;
 pub mod cluster;
+pub mod console;
 pub mod content_copy;
 pub mod disks;
 pub mod domains;
 pub mod guests;
+pub mod lxc;
+pub mod lxc_console;
+pub mod lxc_status;
 pub mod node_storage;
 pub mod nodes;
 pub mod pools;
@@ -63,6 +67,9 @@ impl Registry {
         acl::register(&mut r);
         domains::register(&mut r);
         guests::register(&mut r);
+        lxc::register(&mut r);
+        lxc_console::register(&mut r);
+        lxc_status::register(&mut r);
         pools::register(&mut r);
         nodes::register(&mut r);
         tasks::register(&mut r);
@@ -75,6 +82,7 @@ impl Registry {
         scan::register(&mut r);
         disks::register(&mut r);
         aplinfo::register(&mut r);
+        console::register(&mut r);
         r
     }
 

@@ -1,0 +1,94 @@
+//! `/nodes/{node}/lxc/{vmid}/termproxy` and `vncwebsocket`: a container's
+//! console for xterm.js, as upstream's `cmode` chooses it — `lxc-console`
+//! on a tty or on `/dev/console`, or a shell through `lxc-attach`.
+
+use super::lxc::vmid;
+use super::{Ctx, Registry};
+use crate::ct;
+use crate::error::{ApiError, ApiResult};
+use crate::reg;
+use crate::termproxy::{self, Terminal};
+use oxve_lxc::host::RunState;
+use serde_json::{json, Value};
+
+pub fn register(r: &mut Registry) {
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/termproxy" => termproxy);
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/vncwebsocket" => vncwebsocket);
+}
+
+/// The console command of CT `vmid` by its `cmode`, run in the node's
+/// network namespace (LXC's command socket lives there).
+fn console_argv(node: &crate::node::Node, vmid: u32, cmode: &str) -> Vec<String> {
+    let lxc = node.lxc();
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(ns) = &lxc.netns {
+        argv.extend([
+            "nsenter".into(),
+            format!("--net=/run/netns/{ns}"),
+            "--".into(),
+        ]);
+    }
+    let base = |tool: &str| {
+        vec![
+            tool.to_string(),
+            "-n".into(),
+            vmid.to_string(),
+            "-P".into(),
+            lxc.lxcpath.display().to_string(),
+        ]
+    };
+    match cmode {
+        "shell" => {
+            argv.extend(base("lxc-attach"));
+            argv.extend([
+                "--clear-env".into(),
+                "--set-var".into(),
+                "TERM=xterm-256color".into(),
+            ]);
+        }
+        "console" => {
+            argv.extend(base("lxc-console"));
+            argv.extend(["-e".into(), "-1".into(), "-t".into(), "0".into()]);
+        }
+        _ => {
+            argv.extend(base("lxc-console"));
+            argv.extend(["-e".into(), "-1".into()]);
+        }
+    }
+    argv
+}
+
+async fn termproxy(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let ct = ctx.node.ct(vmid)?;
+    if ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? == RunState::Stopped {
+        return Err(ApiError::fail(format!("CT {vmid} not running")));
+    }
+    let argv = console_argv(&ctx.node, vmid, &ct.cmode);
+    termproxy::start(
+        &ctx,
+        Terminal {
+            argv,
+            env: Vec::new(),
+            acl_path: format!("/vms/{vmid}"),
+            privs: vec!["VM.Console"],
+            task_type: "vncproxy",
+            task_id: Some(vmid.to_string()),
+        },
+    )
+}
+
+async fn vncwebsocket(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let port = ctx
+        .opt_int("port")
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| ApiError::param("port", "property is missing and it is not optional"))?;
+    crate::websocket::verify_ticket(
+        ctx.str("vncticket")?,
+        &ctx.caller.authid(),
+        &format!("/vms/{vmid}"),
+        port,
+    )?;
+    Ok(json!({ "port": port.to_string() }))
+}

@@ -1,0 +1,168 @@
+//! `/nodes/{node}/lxc/{vmid}/status`: current state and figures, start,
+//! stop, shutdown, reboot, suspend and resume, each power action a task.
+
+use super::lxc::{list_entry, vmid};
+use super::{Ctx, Registry};
+use crate::ct;
+use crate::error::{ApiError, ApiResult};
+use crate::node::Node;
+use crate::reg;
+use oxve_lxc::host::RunState;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn register(r: &mut Registry) {
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/status" => super::schema_index);
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/status/current" => current);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/start" => start);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/stop" => stop);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/shutdown" => shutdown);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/reboot" => reboot);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/suspend" => suspend);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/resume" => resume);
+}
+
+async fn current(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let node = ctx.node.clone();
+    super::node_storage::blocking(move || {
+        let mut v = list_entry(&node, vmid)?;
+        let state = node.lxc().state(vmid).map_err(ct::lxc_err)?;
+        v["ha"] = json!({"managed": 0});
+        if matches!(state, RunState::Frozen { .. }) {
+            v["status"] = json!("running");
+            v["lock"] = v.get("lock").cloned().unwrap_or(json!("suspended"));
+        }
+        Ok(v)
+    })
+    .await
+}
+
+/// Runs a power action as a task of `worker` type, holding the CT's lock.
+async fn power_task(
+    ctx: Ctx,
+    worker: &'static str,
+    action: impl FnOnce(&Node, u32, &dyn Fn(&str)) -> ApiResult<()> + Send + 'static,
+) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    // The config must exist (upstream's error otherwise) before a task starts.
+    ctx.node.load_ct(vmid)?;
+    let node: Arc<Node> = ctx.node.clone();
+    let upid = ctx.node.tasks.spawn(
+        worker,
+        Some(&vmid.to_string()),
+        &ctx.caller.authid(),
+        move |task| async move {
+            let _guard = node.guest_locks.lock(vmid).await;
+            let log = task.clone();
+            tokio::task::spawn_blocking(move || action(&node, vmid, &|l| log.log(l)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.message)
+        },
+    )?;
+    Ok(json!(upid.to_string()))
+}
+
+async fn start(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let skiplock = ctx.flag("skiplock");
+    if skiplock && !ctx.caller.is_root() {
+        return Err(ApiError::forbidden("only root can use skiplock"));
+    }
+    // Refuse at once what cannot work, as upstream does before its task.
+    let loaded = ctx.node.load_ct(vmid)?;
+    if !skiplock {
+        ct::check_unlocked(&loaded.conf)?;
+    }
+    if ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped {
+        return Err(ApiError::fail(format!("CT {vmid} already running")));
+    }
+    power_task(ctx, "vzstart", move |node, vmid, log| {
+        apply_pending(node, vmid)?;
+        ct::start(node, vmid, log)
+    })
+    .await
+}
+
+/// Moves `[pve:pending]` into the config before a start.
+pub fn apply_pending(node: &Node, vmid: u32) -> ApiResult<()> {
+    node.update_ct(vmid, |conf| {
+        if conf.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut conf.pending);
+        for (k, v) in pending.props {
+            if k == "delete" {
+                for key in v.split(',') {
+                    conf.main.props.remove(key.trim_start_matches('!'));
+                }
+            } else {
+                conf.main.props.insert(k, v);
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn stop(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    ensure_running(&ctx, vmid)?;
+    power_task(ctx, "vzstop", |node, vmid, log| {
+        log(&format!("stopping CT {vmid}"));
+        ct::stop(node, vmid, true, 0, true)
+    })
+    .await
+}
+
+async fn shutdown(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    ensure_running(&ctx, vmid)?;
+    let timeout = ctx.opt_int("timeout").unwrap_or(60).max(0) as u64;
+    let force = ctx.flag("forceStop");
+    power_task(ctx, "vzshutdown", move |node, vmid, log| {
+        log(&format!("shutting down CT {vmid} (timeout {timeout} s)"));
+        ct::stop(node, vmid, false, timeout, force)
+    })
+    .await
+}
+
+async fn reboot(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    ensure_running(&ctx, vmid)?;
+    let timeout = ctx.opt_int("timeout").unwrap_or(60).max(0) as u64;
+    // A reboot is shutdown + start, as upstream, so pending changes apply.
+    power_task(ctx, "vzreboot", move |node, vmid, log| {
+        log(&format!("rebooting CT {vmid}"));
+        ct::stop(node, vmid, false, timeout, true)?;
+        apply_pending(node, vmid)?;
+        ct::start(node, vmid, log)
+    })
+    .await
+}
+
+async fn suspend(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    ensure_running(&ctx, vmid)?;
+    power_task(ctx, "vzsuspend", |node, vmid, _log| {
+        node.lxc().freeze(vmid, true).map_err(ct::lxc_err)
+    })
+    .await
+}
+
+async fn resume(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    ensure_running(&ctx, vmid)?;
+    power_task(ctx, "vzresume", |node, vmid, _log| {
+        node.lxc().freeze(vmid, false).map_err(ct::lxc_err)
+    })
+    .await
+}
+
+fn ensure_running(ctx: &Ctx, vmid: u32) -> ApiResult<()> {
+    ctx.node.load_ct(vmid)?;
+    if ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? == RunState::Stopped {
+        return Err(ApiError::fail(format!("CT {vmid} not running")));
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Driving real LXC: `lxc-start`, `lxc-stop`, `lxc-info`, `lxc-freeze`,
+//! `lxc-attach` for the containers of one node.
+//!
+//! Every tool runs inside the node's network namespace (`--netns`): the
+//! host ends of the veths land there, and LXC's command sockets are
+//! abstract Unix sockets, which belong to a network namespace — a monitor
+//! started in one namespace is only reachable from the same one.
+
+use crate::error::{io_err, LxcError};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A container's run state as LXC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Stopped,
+    Running { pid: u32 },
+    Frozen { pid: u32 },
+}
+
+impl RunState {
+    /// Upstream's `status` value: `running` (frozen counts as running, with
+    /// `lock`-less `paused` in `qmpstatus`-like fields elsewhere) or `stopped`.
+    pub fn as_status(self) -> &'static str {
+        match self {
+            RunState::Stopped => "stopped",
+            _ => "running",
+        }
+    }
+
+    /// The init pid of a running container.
+    pub fn pid(self) -> Option<u32> {
+        match self {
+            RunState::Stopped => None,
+            RunState::Running { pid } | RunState::Frozen { pid } => Some(pid),
+        }
+    }
+}
+
+/// The LXC side of one node: where configs and mounts live, and the
+/// network namespace the tools run in.
+#[derive(Debug, Clone)]
+pub struct LxcHost {
+    /// `<root>/run/oxve/lxc`: LXC's `lxcpath`, one directory per CT.
+    pub lxcpath: PathBuf,
+    /// The node's network namespace, if any (`/run/netns/<name>`).
+    pub netns: Option<String>,
+}
+
+impl LxcHost {
+    /// The LXC side of the node rooted at `root`.
+    pub fn new(root: &Path, netns: Option<String>) -> LxcHost {
+        LxcHost {
+            lxcpath: root.join("run/oxve/lxc"),
+            netns,
+        }
+    }
+
+    /// Records the network namespace for the node's local tools (`pct
+    /// exec` and `pct enter` run `lxc-attach` themselves).
+    pub fn record(&self) -> Result<(), LxcError> {
+        std::fs::create_dir_all(&self.lxcpath)
+            .map_err(|e| io_err("cannot create", &self.lxcpath, e))?;
+        let path = self.lxcpath.join("netns");
+        std::fs::write(&path, self.netns.as_deref().unwrap_or(""))
+            .map_err(|e| io_err("cannot write", &path, e))
+    }
+
+    /// The LXC side of the node rooted at `root` as its daemon recorded it.
+    pub fn of_node(root: &Path) -> LxcHost {
+        let mut host = LxcHost::new(root, None);
+        let recorded = std::fs::read_to_string(host.lxcpath.join("netns")).unwrap_or_default();
+        host.netns = Some(recorded.trim().to_string()).filter(|n| !n.is_empty());
+        host
+    }
+
+    /// `<lxcpath>/<vmid>`: the generated config, the log and the rootfs.
+    pub fn ct_dir(&self, vmid: u32) -> PathBuf {
+        self.lxcpath.join(vmid.to_string())
+    }
+
+    /// Where the container's root file system is mounted while it runs.
+    pub fn rootfs_dir(&self, vmid: u32) -> PathBuf {
+        self.ct_dir(vmid).join("rootfs")
+    }
+
+    /// The LXC log of the container.
+    pub fn log_file(&self, vmid: u32) -> PathBuf {
+        self.ct_dir(vmid).join("lxc.log")
+    }
+
+    /// Creates the CT's run directory (traversable by an unprivileged
+    /// container's root, which LXC needs to reach the rootfs).
+    pub fn prepare_dir(&self, vmid: u32) -> Result<PathBuf, LxcError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.ct_dir(vmid);
+        std::fs::create_dir_all(self.rootfs_dir(vmid))
+            .map_err(|e| io_err("cannot create", &dir, e))?;
+        for d in [&self.lxcpath, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| io_err("cannot chmod", d, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// Writes the generated LXC config.
+    pub fn write_config(&self, vmid: u32, text: &str) -> Result<(), LxcError> {
+        let dir = self.prepare_dir(vmid)?;
+        let path = dir.join("config");
+        let tmp = dir.join("config.tmp");
+        std::fs::write(&tmp, text).map_err(|e| io_err("cannot write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_err("cannot write", &path, e))
+    }
+
+    /// A command for an `lxc-*` tool of container `vmid`, set to run in
+    /// the node's network namespace.
+    pub fn tool(&self, tool: &str, vmid: u32) -> Command {
+        let mut cmd = Command::new(tool);
+        cmd.arg("-n")
+            .arg(vmid.to_string())
+            .arg("-P")
+            .arg(&self.lxcpath);
+        self.enter_netns(&mut cmd);
+        cmd
+    }
+
+    /// Makes `cmd` join the node's network namespace before it runs.
+    pub fn enter_netns(&self, cmd: &mut Command) {
+        let Some(name) = &self.netns else {
+            return;
+        };
+        let path = Path::new("/run/netns").join(name);
+        // SAFETY: the closure runs in the forked child before exec; it only
+        // opens a file and calls setns(2), both async-signal-safe syscalls,
+        // and touches no locks or allocator state of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = std::fs::File::open(&path)?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+
+    /// Starts the container (daemonized: it outlives the caller).
+    pub fn start(&self, vmid: u32, debug: bool) -> Result<(), LxcError> {
+        let mut cmd = self.tool("lxc-start", vmid);
+        cmd.arg("-d");
+        if debug {
+            cmd.args(["-l", "DEBUG", "-o"]).arg(self.log_file(vmid));
+        }
+        let _ = std::fs::remove_file(self.log_file(vmid));
+        // The monitor lives on: give it files, not pipes that would keep a
+        // reader waiting for their end.
+        let err_path = self.ct_dir(vmid).join("start.err");
+        let err =
+            std::fs::File::create(&err_path).map_err(|e| io_err("cannot create", &err_path, e))?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        let status = cmd.status().map_err(|e| {
+            LxcError::Command(format!("cannot run 'lxc-start' (is lxc installed?): {e}"))
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let reason = self
+            .log_reason(vmid)
+            .or_else(|| stderr.lines().next().map(str::to_string))
+            .unwrap_or_else(|| status.to_string());
+        Err(LxcError::Command(format!(
+            "startup for container '{vmid}' failed: {reason}"
+        )))
+    }
+
+    /// The most telling error line of the LXC log (the first ERROR), without
+    /// LXC's source location prefix.
+    pub fn log_reason(&self, vmid: u32) -> Option<String> {
+        let log = std::fs::read_to_string(self.log_file(vmid)).ok()?;
+        let line = log.lines().find(|l| l.contains(" ERROR "))?;
+        let msg = line.split(" - ").skip(1).collect::<Vec<_>>().join(" - ");
+        Some(if msg.is_empty() {
+            line.to_string()
+        } else {
+            msg
+        })
+    }
+
+    /// The container's state (`Stopped` when LXC does not know it).
+    pub fn state(&self, vmid: u32) -> Result<RunState, LxcError> {
+        if !self.ct_dir(vmid).join("config").exists() {
+            return Ok(RunState::Stopped);
+        }
+        let mut cmd = self.tool("lxc-info", vmid);
+        cmd.args(["-s", "-p"]);
+        let out = run(&mut cmd)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |label: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(|v| v.trim().to_string())
+        };
+        let state = field("State:").unwrap_or_default();
+        let pid = field("PID:").and_then(|p| p.parse().ok());
+        Ok(match (state.as_str(), pid) {
+            ("RUNNING", Some(pid)) => RunState::Running { pid },
+            ("FROZEN", Some(pid)) => RunState::Frozen { pid },
+            _ => RunState::Stopped,
+        })
+    }
+
+    /// Stops the container: `kill` at once, or a clean shutdown (SIGPWR to
+    /// init) that waits `timeout` seconds and then kills unless `nokill`.
+    pub fn stop(&self, vmid: u32, kill: bool, timeout: u64, nokill: bool) -> Result<(), LxcError> {
+        let mut cmd = self.tool("lxc-stop", vmid);
+        if kill {
+            cmd.arg("-k");
+        } else {
+            cmd.arg("-t").arg(timeout.to_string());
+            if nokill {
+                cmd.arg("--nokill");
+            }
+        }
+        let out = run(&mut cmd)?;
+        if out.status.success() || self.state(vmid)? == RunState::Stopped {
+            return Ok(());
+        }
+        Err(LxcError::Command(format!(
+            "stopping container '{vmid}' failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
+    /// Reboots the container (init gets SIGINT, as `lxc-stop -r`).
+    pub fn reboot(&self, vmid: u32) -> Result<(), LxcError> {
+        let mut cmd = self.tool("lxc-stop", vmid);
+        cmd.arg("-r");
+        check(run(&mut cmd)?, "rebooting", vmid)
+    }
+
+    /// Freezes (`true`) or thaws the container's processes.
+    pub fn freeze(&self, vmid: u32, frozen: bool) -> Result<(), LxcError> {
+        let tool = if frozen { "lxc-freeze" } else { "lxc-unfreeze" };
+        check(
+            run(&mut self.tool(tool, vmid))?,
+            if frozen { "suspending" } else { "resuming" },
+            vmid,
+        )
+    }
+
+    /// A command that runs `argv` inside the running container.
+    pub fn attach(&self, vmid: u32, argv: &[String]) -> Command {
+        let mut cmd = self.tool("lxc-attach", vmid);
+        cmd.arg("--clear-env")
+            .arg("--set-var")
+            .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.arg("--").args(argv);
+        cmd
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<Output, LxcError> {
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(|e| LxcError::Command(format!("cannot run '{prog}' (is lxc installed?): {e}")))
+}
+
+fn check(out: Output, what: &str, vmid: u32) -> Result<(), LxcError> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(LxcError::Command(format!(
+        "{what} container '{vmid}' failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}

@@ -1,0 +1,319 @@
+//! `pct`: containers of the local node. Each sub-command is one API call
+//! (tasks are followed until they end, printing their log, as upstream's
+//! CLI runs workers in the foreground); `exec`, `enter` and `console` run
+//! `lxc-attach`/`lxc-console` here, as upstream does.
+
+use crate::cli::{self, CliError};
+use crate::client;
+use oxve_schema::api::{ApiSchema, Verb};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+const NODE: &str = "localhost";
+
+/// The API method behind a sub-command (`None`: runs LXC's tools here).
+type Call = Option<(Verb, &'static str)>;
+
+/// Sub-commands: name, positional arguments, API method, summary.
+const COMMANDS: &[(&str, &[&str], Call, &str)] = &[
+    (
+        "list",
+        &[],
+        Some((Verb::Get, "/nodes/{node}/lxc")),
+        "LXC container index (per node).",
+    ),
+    (
+        "create",
+        &["vmid", "ostemplate"],
+        Some((Verb::Post, "/nodes/{node}/lxc")),
+        "Create or restore a container.",
+    ),
+    (
+        "config",
+        &["vmid"],
+        Some((Verb::Get, "/nodes/{node}/lxc/{vmid}/config")),
+        "Get container configuration.",
+    ),
+    (
+        "set",
+        &["vmid"],
+        Some((Verb::Put, "/nodes/{node}/lxc/{vmid}/config")),
+        "Set container options.",
+    ),
+    (
+        "pending",
+        &["vmid"],
+        Some((Verb::Get, "/nodes/{node}/lxc/{vmid}/pending")),
+        "Get container configuration, including pending changes.",
+    ),
+    (
+        "status",
+        &["vmid"],
+        Some((Verb::Get, "/nodes/{node}/lxc/{vmid}/status/current")),
+        "Show CT status.",
+    ),
+    (
+        "start",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/status/start")),
+        "Start the container.",
+    ),
+    (
+        "stop",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/status/stop")),
+        "Stop the container. This will abruptly stop all processes running in the container.",
+    ),
+    (
+        "shutdown",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/status/shutdown")),
+        "Shutdown the container. This will trigger a clean shutdown of the container.",
+    ),
+    (
+        "reboot",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/status/reboot")),
+        "Reboot the container by shutting it down, and starting it again.",
+    ),
+    (
+        "suspend",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/status/suspend")),
+        "Suspend the container.",
+    ),
+    (
+        "resume",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/status/resume")),
+        "Resume the container.",
+    ),
+    (
+        "destroy",
+        &["vmid"],
+        Some((Verb::Delete, "/nodes/{node}/lxc/{vmid}")),
+        "Destroy the container (also delete all uses files).",
+    ),
+    (
+        "exec",
+        &["vmid"],
+        None,
+        "Launch a command inside the specified container: pct exec <vmid> [-- <command> [args]]",
+    ),
+    (
+        "enter",
+        &["vmid"],
+        None,
+        "Launch a shell for the specified container.",
+    ),
+    (
+        "console",
+        &["vmid"],
+        None,
+        "Launch a console for the specified container.",
+    ),
+];
+
+pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
+    let name = args.first().map(String::as_str).unwrap_or("help");
+    let Some((_, positional, method, summary)) = COMMANDS.iter().find(|c| c.0 == name) else {
+        if matches!(name, "help" | "--help" | "-h") {
+            println!("{}", usage());
+            return Ok(());
+        }
+        return Err(CliError::Usage(format!(
+            "unknown command 'pct {name}'\n{}",
+            usage()
+        )));
+    };
+    let (rest, command): (&[String], &[String]) = match args[1..].iter().position(|a| a == "--") {
+        Some(i) => (&args[1..1 + i], &args[2 + i..]),
+        None => (&args[1..], &[]),
+    };
+    let schema = method.and_then(|(verb, path)| ApiSchema::embedded().method(verb, path));
+    if cli::wants_help(rest) {
+        println!(
+            "USAGE: pct {name} {}\n\n  {summary}",
+            positional
+                .iter()
+                .map(|p| format!("<{p}>"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if let Some(m) = schema {
+            let hidden: Vec<&str> = positional.iter().copied().chain(["node"]).collect();
+            print!("{}", cli::describe_params(m, &hidden));
+        }
+        return Ok(());
+    }
+    let parsed = cli::parse_args(rest, schema, &[])?;
+    if parsed.positional.len() != positional.len() {
+        return Err(CliError::Usage(format!(
+            "pct {name}: expected {} argument(s): {}",
+            positional.len(),
+            positional
+                .iter()
+                .map(|p| format!("<{p}>"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )));
+    }
+    let mut params = parsed.options;
+    for (key, value) in positional.iter().zip(&parsed.positional) {
+        params.insert((*key).to_string(), Value::String(value.clone()));
+    }
+    let Some((verb, template)) = method else {
+        let vmid: u32 = parsed.positional[0].parse().map_err(|_| {
+            CliError::Usage(format!(
+                "pct {name}: '{}' is not a VM id",
+                parsed.positional[0]
+            ))
+        })?;
+        return attach(root, name, vmid, command);
+    };
+    let mut path = template.replace("{node}", NODE);
+    if path.contains("{vmid}") {
+        if let Some(v) = params.remove("vmid") {
+            path = path.replace("{vmid}", &client::scalar(&v));
+        }
+    }
+    let data = client::call(root, verb.as_str(), &path, &params)?;
+    match name {
+        "list" => print_list(&data),
+        "config" => print_config(&data),
+        "pending" => print_pending(&data),
+        "status" => {
+            println!(
+                "status: {}",
+                data.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+            );
+        }
+        "set" => {}
+        _ => {
+            if let Some(upid) = data.as_str().filter(|s| s.starts_with("UPID:")) {
+                client::follow_task(root, upid)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn usage() -> String {
+    let mut out = String::from("USAGE: pct <COMMAND> [ARGS] [OPTIONS]\n\n");
+    for (name, positional, _, _) in COMMANDS {
+        let args: Vec<String> = positional.iter().map(|p| format!("<{p}>")).collect();
+        out.push_str(&format!("       pct {name} {}\n", args.join(" ")));
+    }
+    out.push_str("\n       pct help [<extra-args>] [OPTIONS]");
+    out
+}
+
+/// Upstream's `pct list` table: VMID, Status, Lock, Name.
+fn print_list(data: &Value) {
+    let mut rows: Vec<&Value> = data
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    rows.sort_by_key(|r| r.get("vmid").and_then(Value::as_u64).unwrap_or(0));
+    println!(
+        "{:<10} {:<10} {:<12} {:<20}",
+        "VMID", "Status", "Lock", "Name"
+    );
+    for r in rows {
+        let s = |k: &str| r.get(k).map(client::scalar).unwrap_or_default();
+        println!(
+            "{:<10} {:<10} {:<12} {:<20}",
+            s("vmid"),
+            s("status"),
+            s("lock"),
+            s("name")
+        );
+    }
+}
+
+/// `key: value` lines, sorted, description first as comment-free text.
+fn print_config(data: &Value) {
+    let Some(map) = data.as_object() else {
+        return;
+    };
+    let mut keys: Vec<&String> = map.keys().filter(|k| *k != "digest").collect();
+    keys.sort();
+    for key in keys {
+        if key == "lxc" {
+            for pair in map[key].as_array().into_iter().flatten() {
+                let k = pair.get(0).map(client::scalar).unwrap_or_default();
+                let v = pair.get(1).map(client::scalar).unwrap_or_default();
+                println!("{k}: {v}");
+            }
+            continue;
+        }
+        println!("{key}: {}", client::scalar(&map[key]));
+    }
+}
+
+/// Upstream's pending view: `cur`, `new` and `del` lines.
+fn print_pending(data: &Value) {
+    for item in data.as_array().into_iter().flatten() {
+        let key = item.get("key").map(client::scalar).unwrap_or_default();
+        if item.get("delete").is_some() {
+            println!(
+                "del {key}: {}",
+                item.get("value").map(client::scalar).unwrap_or_default()
+            );
+        } else if let Some(p) = item.get("pending") {
+            println!("new {key}: {}", client::scalar(p));
+        } else if let Some(v) = item.get("value") {
+            println!("cur {key}: {}", client::scalar(v));
+        }
+    }
+}
+
+/// `exec`, `enter`, `console`: run LXC's tools in the node's network
+/// namespace (LXC's command sockets live there).
+fn attach(root: &Path, name: &str, vmid: u32, command: &[String]) -> Result<(), CliError> {
+    // The API call checks that the CT exists and runs; it also gives a
+    // clean error when the daemon is not running.
+    let status = client::call(
+        root,
+        "GET",
+        &format!("/nodes/{NODE}/lxc/{vmid}/status/current"),
+        &Map::new(),
+    )?;
+    if status.get("status").and_then(Value::as_str) != Some("running") {
+        return Err(CliError::Api(format!("CT {vmid} not running")));
+    }
+    let host = oxve_lxc::host::LxcHost::of_node(root);
+    let mut cmd = match name {
+        "exec" => {
+            if command.is_empty() {
+                return Err(CliError::Usage(
+                    "pct exec: no command given (pct exec <vmid> -- <command> [args])".into(),
+                ));
+            }
+            host.attach(vmid, command)
+        }
+        "enter" => host.attach(
+            vmid,
+            &[
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "exec $(command -v bash || echo sh) -l".into(),
+            ],
+        ),
+        _ => {
+            let mut c = host.tool("lxc-console", vmid);
+            c.args(["-t", "0", "-e", "^a"]);
+            c
+        }
+    };
+    let status = cmd
+        .status()
+        .map_err(|e| CliError::Api(format!("cannot run LXC tools: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => std::process::exit(code),
+        None => Err(CliError::Api(format!("command ended by {status}"))),
+    }
+}

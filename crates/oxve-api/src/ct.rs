@@ -143,6 +143,41 @@ impl Node {
     }
 }
 
+/// Claims id `vmid` for a new CT: its config appears atomically with
+/// `lock: create` (or the call fails when any guest has the id). Returns
+/// the config's store key. The caller holds the guest lock.
+pub fn claim(
+    node: &Node,
+    vmid: u32,
+    section: &oxve_schema::ctconfig::CtSection,
+) -> ApiResult<String> {
+    let exists = |kind: &str| {
+        ApiError::fail(format!(
+            "{kind} {vmid} already exists on node '{}'",
+            node.name
+        ))
+    };
+    if let Some(kind) = node.guest_exists(vmid)? {
+        return Err(exists(kind));
+    }
+    let mut claim = CtConfig {
+        main: section.clone(),
+        ..Default::default()
+    };
+    claim.main.props.insert("lock".into(), "create".into());
+    let key = config_key(&node.name, vmid);
+    let put = oxve_config::Op::Put {
+        key: key.clone(),
+        text: claim.write(),
+        expect: oxve_config::Expect::Absent,
+    };
+    match node.store.apply(put) {
+        Ok(_) => Ok(key),
+        Err(oxve_config::ConfigError::VersionMismatch { .. }) => Err(exists("CT")),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Upstream's refusal while a `lock` is set.
 pub fn check_unlocked(conf: &CtConfig) -> ApiResult<()> {
     match conf.main.get("lock") {

@@ -108,3 +108,27 @@ pub fn make_filesystem(path: &Path, root_owner: (u32, u32)) -> Result<(), LxcErr
         String::from_utf8_lossy(&out.stderr).trim()
     )))
 }
+
+/// Grows the ext4 file system of an unmounted volume to its new size
+/// (`e2fsck -f` first, as `resize2fs` insists).
+pub fn grow_filesystem(path: &Path) -> Result<(), LxcError> {
+    for (tool, args) in [("e2fsck", &["-f", "-y"][..]), ("resize2fs", &[][..])] {
+        let out = Command::new(tool)
+            .args(args)
+            .arg(path)
+            .output()
+            .map_err(|e| {
+                LxcError::Command(format!("cannot run '{tool}' (install e2fsprogs): {e}"))
+            })?;
+        // e2fsck exits 1 when it corrected something, which is fine here.
+        let ok = out.status.success() || (tool == "e2fsck" && out.status.code() == Some(1));
+        if !ok {
+            return Err(LxcError::Command(format!(
+                "{tool} '{}' failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -46,12 +46,14 @@ pub fn transfer_format(
     dst: &dyn StoragePlugin,
 ) -> Result<&'static str> {
     let format = vol.format.as_deref().unwrap_or("raw");
+    // A container subvolume travels as a tar stream.
+    let stream = if format == "subvol" { "tar" } else { format };
     let imports = dst.capabilities().import_formats;
     src.capabilities()
         .export_formats
         .iter()
         .copied()
-        .find(|f| imports.contains(f) && f.strip_suffix("+size").is_none_or(|base| base == format))
+        .find(|f| imports.contains(f) && f.strip_suffix("+size").is_none_or(|base| base == stream))
         .ok_or_else(|| {
             StorageError::Other(format!(
                 "cannot copy '{}' ({format}) from storage type '{}' to '{}': no common stream format",
@@ -123,6 +125,7 @@ fn copy_image(
     }
     let format = transfer_format(src, svol, dst)?;
     if let (Some(base), true) = (format.strip_suffix("+size"), dst.def().kind.is_file_based()) {
+        let base = if base == "tar" { "subvol" } else { base };
         if dvol.format.as_deref() != Some(base) {
             return Err(StorageError::bad_volume(
                 &dvol.name,

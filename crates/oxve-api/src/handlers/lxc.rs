@@ -172,7 +172,7 @@ fn check_mount_perms(ctx: &Ctx, key: &str, value: &str) -> ApiResult<()> {
 }
 
 /// Adds a random MAC (upstream's `BC:24:11` prefix) to NICs without one.
-fn fill_hwaddr(value: &str) -> String {
+pub fn fill_hwaddr(value: &str) -> String {
     if value.split(',').any(|p| p.starts_with("hwaddr=")) {
         return value.to_string();
     }
@@ -280,33 +280,7 @@ async fn create(ctx: Ctx) -> ApiResult<Value> {
 
     // Claim the id: the config appears atomically with `lock: create`.
     let guard = ctx.node.guest_locks.lock(vmid).await;
-    if let Some(kind) = ctx.node.guest_exists(vmid)? {
-        return Err(ApiError::fail(format!(
-            "{kind} {vmid} already exists on node '{}'",
-            ctx.node.name
-        )));
-    }
-    let mut claim = CtConfig {
-        main: section.clone(),
-        ..Default::default()
-    };
-    claim.main.props.insert("lock".into(), "create".into());
-    let key = config_key(&ctx.node.name, vmid);
-    let put = oxve_config::Op::Put {
-        key: key.clone(),
-        text: claim.write(),
-        expect: oxve_config::Expect::Absent,
-    };
-    match ctx.node.store.apply(put) {
-        Ok(_) => {}
-        Err(oxve_config::ConfigError::VersionMismatch { .. }) => {
-            return Err(ApiError::fail(format!(
-                "CT {vmid} already exists on node '{}'",
-                ctx.node.name
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let key = ct::claim(&ctx.node, vmid, &section)?;
     let node = ctx.node.clone();
     let upid = ctx.node.tasks.spawn(
         "vzcreate",
@@ -385,7 +359,7 @@ fn resolve_template(ctx: &Ctx, ostemplate: &str) -> ApiResult<std::path::PathBuf
     Ok(plugin.path(&vol.volname)?)
 }
 
-fn add_to_pool(node: &crate::node::Node, pool: &str, vmid: u32) -> ApiResult<()> {
+pub fn add_to_pool(node: &crate::node::Node, pool: &str, vmid: u32) -> ApiResult<()> {
     node.update_users(|cfg| {
         if let Some(p) = cfg.pools.get_mut(pool) {
             p.vms.insert(vmid.to_string());

@@ -21,6 +21,7 @@ pub mod domains;
 pub mod guests;
 pub mod lxc;
 pub mod lxc_console;
+pub mod lxc_snapshot;
 pub mod lxc_status;
 pub mod node_storage;
 pub mod nodes;
@@ -69,6 +70,7 @@ impl Registry {
         guests::register(&mut r);
         lxc::register(&mut r);
         lxc_console::register(&mut r);
+        lxc_snapshot::register(&mut r);
         lxc_status::register(&mut r);
         pools::register(&mut r);
         nodes::register(&mut r);

@@ -1,0 +1,351 @@
+//! `/nodes/{node}/lxc/{vmid}/snapshot`, `template`, `clone` and `resize`:
+//! snapshots on storages that have them, templates with base volumes,
+//! linked and full clones, growing a mount point.
+
+use super::lxc::vmid;
+use super::{Ctx, Registry};
+use crate::ct;
+use crate::ct_snapshot;
+use crate::error::{ApiError, ApiResult};
+use crate::node::Node;
+use crate::reg;
+use oxve_lxc::host::RunState;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn register(r: &mut Registry) {
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/snapshot" => list);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/snapshot" => create);
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}" => snap_index);
+    reg!(r, DELETE "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}" => delete);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback" => rollback);
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config" => get_config);
+    reg!(r, PUT "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config" => set_config);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/template" => template);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/clone" => clone);
+    reg!(r, PUT "/nodes/{node}/lxc/{vmid}/resize" => resize);
+}
+
+async fn list(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let conf = ctx.node.load_ct(vmid)?.conf;
+    let running = ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped;
+    let mut out = Vec::new();
+    for (name, snap) in &conf.snapshots {
+        let mut v = json!({"name": name, "description": snap.description.trim_end()});
+        if let Some(t) = snap.get("snaptime").and_then(|t| t.parse::<i64>().ok()) {
+            v["snaptime"] = json!(t);
+        }
+        if let Some(p) = snap.get("parent") {
+            v["parent"] = json!(p);
+        }
+        out.push(v);
+    }
+    let mut current =
+        json!({"name": "current", "description": "You are here!", "running": u8::from(running)});
+    if let Some(p) = conf.main.get("parent") {
+        current["parent"] = json!(p);
+    }
+    out.push(current);
+    Ok(Value::Array(out))
+}
+
+/// Runs `work` as a task of `worker` type on CT `vmid`, holding its lock.
+fn task(
+    ctx: &Ctx,
+    worker: &'static str,
+    vmid: u32,
+    work: impl FnOnce(&Node, &dyn Fn(&str)) -> ApiResult<()> + Send + 'static,
+) -> ApiResult<Value> {
+    let node: Arc<Node> = ctx.node.clone();
+    let upid = ctx.node.tasks.spawn(
+        worker,
+        Some(&vmid.to_string()),
+        &ctx.caller.authid(),
+        move |task| async move {
+            let _guard = node.guest_locks.lock(vmid).await;
+            let log = task.clone();
+            tokio::task::spawn_blocking(move || work(&node, &|l| log.log(l)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.message)
+        },
+    )?;
+    Ok(json!(upid.to_string()))
+}
+
+async fn create(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let name = ctx.str("snapname")?.to_string();
+    let description = ctx.opt_str("description").map(str::to_string);
+    let conf = ctx.node.load_ct(vmid)?.conf;
+    if conf.snapshots.contains_key(&name) {
+        return Err(ApiError::fail(format!(
+            "snapshot name '{name}' already used"
+        )));
+    }
+    task(&ctx, "vzsnapshot", vmid, move |node, log| {
+        ct_snapshot::create(node, vmid, &name, description.as_deref(), log)
+    })
+}
+
+async fn snap_index(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let name = ctx.str("snapname")?;
+    snapshot(&ctx, vmid, name)?;
+    Ok(json!([{"cmd": "rollback"}, {"cmd": "config"}]))
+}
+
+fn snapshot(ctx: &Ctx, vmid: u32, name: &str) -> ApiResult<oxve_schema::ctconfig::CtSection> {
+    ctx.node
+        .load_ct(vmid)?
+        .conf
+        .snapshots
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::fail(format!("snapshot '{name}' does not exist")))
+}
+
+async fn delete(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let name = ctx.str("snapname")?.to_string();
+    let force = ctx.flag("force");
+    snapshot(&ctx, vmid, &name)?;
+    task(&ctx, "vzdelsnapshot", vmid, move |node, log| {
+        ct_snapshot::delete(node, vmid, &name, force, log)
+    })
+}
+
+async fn rollback(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let name = ctx.str("snapname")?.to_string();
+    let start = ctx.flag("start");
+    snapshot(&ctx, vmid, &name)?;
+    task(&ctx, "vzrollback", vmid, move |node, log| {
+        ct_snapshot::rollback(node, vmid, &name, log)?;
+        if start {
+            ct::start(node, vmid, log)?;
+        }
+        Ok(())
+    })
+}
+
+async fn get_config(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let snap = snapshot(&ctx, vmid, ctx.str("snapname")?)?;
+    Ok(Value::Object(snap.to_json()))
+}
+
+async fn set_config(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let name = ctx.str("snapname")?.to_string();
+    let description = ctx.opt_str("description").unwrap_or("").to_string();
+    let _guard = ctx.node.guest_locks.lock(vmid).await;
+    ctx.node.update_ct(vmid, |conf| {
+        let snap = conf
+            .snapshots
+            .get_mut(&name)
+            .ok_or_else(|| ApiError::fail(format!("snapshot '{name}' does not exist")))?;
+        snap.description = description.clone();
+        Ok(())
+    })?;
+    Ok(Value::Null)
+}
+
+async fn template(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let node = ctx.node.clone();
+    let _guard = ctx.node.guest_locks.lock(vmid).await;
+    super::node_storage::blocking(move || {
+        ct_snapshot::template(&node, vmid, &|l| tracing::info!("{l}"))
+    })
+    .await
+    .map(|_| Value::Null)
+}
+
+async fn clone(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let newid = ctx
+        .opt_int("newid")
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| ApiError::param("newid", "property is missing and it is not optional"))?;
+    if let Some(target) = ctx.opt_str("target") {
+        if target != ctx.node.name && target != "localhost" {
+            return Err(ApiError::param(
+                "target",
+                "cloning to another node needs a cluster (not built yet)",
+            ));
+        }
+    }
+    if ctx.opt_str("snapname").is_some() {
+        return Err(ApiError::not_implemented_msg(
+            "cloning from a snapshot is not built yet",
+        ));
+    }
+    let src = ctx.node.ct(vmid)?;
+    let full = ctx.opt_bool("full").unwrap_or(!src.template);
+    if !full && !src.template {
+        return Err(ApiError::fail(
+            "linked clone is only possible from a template",
+        ));
+    }
+    if !src.template && ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped {
+        return Err(ApiError::fail(format!(
+            "CT {vmid} is running: stop it, or convert it to a template"
+        )));
+    }
+    let storage = ctx.opt_str("storage").map(str::to_string);
+    if let Some(s) = &storage {
+        ctx.require_privs(
+            &format!("/storage/{s}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        )?;
+    }
+    let hostname = ctx.opt_str("hostname").map(str::to_string);
+    let description = ctx.opt_str("description").map(str::to_string);
+    let pool = ctx.opt_str("pool").map(str::to_string);
+    let node = ctx.node.clone();
+    let guard = ctx.node.guest_locks.lock(newid).await;
+    let mut claim_section = ctx.node.load_ct(vmid)?.conf.main;
+    claim_section.props.remove("lock");
+    let key = ct::claim(&ctx.node, newid, &claim_section)?;
+    let upid = ctx.node.tasks.spawn(
+        "vzclone",
+        Some(&vmid.to_string()),
+        &ctx.caller.authid(),
+        move |task| async move {
+            let _guard = guard;
+            let _src_guard = node.guest_locks.lock(vmid).await;
+            let log = task.clone();
+            let n = node.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut section =
+                    ct_snapshot::clone_volumes(&n, vmid, newid, full, storage.as_deref(), &|l| {
+                        log.log(l)
+                    })?;
+                if let Some(h) = hostname {
+                    section.props.insert("hostname".into(), h);
+                }
+                if let Some(d) = description {
+                    section.description = d;
+                }
+                // New MAC addresses, as upstream gives clones.
+                for (_, v) in section
+                    .props
+                    .iter_mut()
+                    .filter(|(k, _)| k.starts_with("net"))
+                {
+                    let kept: Vec<&str> =
+                        v.split(',').filter(|p| !p.starts_with("hwaddr=")).collect();
+                    *v = super::lxc::fill_hwaddr(&kept.join(","));
+                }
+                n.update_ct(newid, |conf| {
+                    conf.main = section.clone();
+                    Ok(())
+                })?;
+                if let Some(p) = &pool {
+                    super::lxc::add_to_pool(&n, p, newid)?;
+                }
+                log.log(format!(
+                    "CT {newid} created as a {} clone of CT {vmid}",
+                    if full { "full" } else { "linked" }
+                ));
+                Ok::<_, ApiError>(())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            if let Err(e) = result {
+                let _ = node.store.apply(oxve_config::Op::Delete {
+                    key,
+                    expect: oxve_config::Expect::Any,
+                });
+                return Err(e.message);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(json!(upid.to_string()))
+}
+
+async fn resize(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let disk = ctx.str("disk")?.to_string();
+    let size = ctx.str("size")?.to_string();
+    let digest = ctx.opt_str("digest").map(str::to_string);
+    let loaded = ctx.node.load_ct(vmid)?;
+    if let Some(d) = &digest {
+        if *d != loaded.digest {
+            return Err(ApiError::fail(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
+    ct::check_unlocked(&loaded.conf)?;
+    let value = loaded
+        .conf
+        .main
+        .get(&disk)
+        .ok_or_else(|| ApiError::param("disk", format!("no such mount point '{disk}'")))?
+        .to_string();
+    let mp = oxve_lxc::model::parse_mount_point(&disk, &value)
+        .map_err(|e| ApiError::param("disk", e.to_string()))?;
+    if mp.kind() != oxve_lxc::model::MountKind::Volume {
+        return Err(ApiError::param(
+            "disk",
+            "only volumes on a storage can be resized",
+        ));
+    }
+    let current = mp
+        .size
+        .as_deref()
+        .and_then(oxve_schema::format::parse_size)
+        .unwrap_or(0);
+    let (grow, amount) = match size.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, size.as_str()),
+    };
+    let amount = oxve_schema::format::parse_size(amount)
+        .ok_or_else(|| ApiError::param("size", format!("unable to parse size '{size}'")))?;
+    let new_size = if grow { current + amount } else { amount };
+    if new_size < current {
+        return Err(ApiError::fail("shrinking disks is not supported"));
+    }
+    task(&ctx, "resize", vmid, move |node, log| {
+        let vol = oxve_storage::VolumeId::parse(&mp.volume)?;
+        let plugin = node.open_storage(&vol.storage)?;
+        plugin.activate()?;
+        let parsed = plugin.parse_volname(&vol.volname)?;
+        let running = node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped;
+        if parsed.format.as_deref() != Some("subvol") {
+            if running {
+                return Err(ApiError::fail(
+                    "growing the disk of a running container is not built yet: stop it first",
+                ));
+            }
+            log(&format!(
+                "growing {} to {}",
+                mp.volume,
+                oxve_schema::format::format_size(new_size)
+            ));
+            plugin.resize(&vol.volname, new_size)?;
+            plugin.activate_volume(&vol.volname)?;
+            let path = plugin.path(&vol.volname)?;
+            oxve_lxc::create::grow_filesystem(&path).map_err(ct::lxc_err)?;
+        } else {
+            log(&format!(
+                "{} is a subvolume: its size is a limit in the config",
+                mp.volume
+            ));
+        }
+        let size_text = oxve_schema::format::format_size(new_size);
+        node.update_ct(vmid, |conf| {
+            let old = conf.main.get(&disk).unwrap_or_default().to_string();
+            let kept: Vec<&str> = old.split(',').filter(|p| !p.starts_with("size=")).collect();
+            conf.main
+                .props
+                .insert(disk.clone(), format!("{},size={size_text}", kept.join(",")));
+            Ok(())
+        })
+    })
+}

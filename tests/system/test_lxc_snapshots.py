@@ -77,6 +77,23 @@ def test_snapshot_chain_and_delete(admin, nodename, ct, lxc):
     assert [s["name"] for s in api.snapshot.get()] == ["current"]
 
 
+def test_pct_snapshots_and_file_transfer(ct, lxc, tmp_path):
+    pct(lxc, "snapshot", str(ct), "p1", "--description", "from pct")
+    listing = pct(lxc, "listsnapshot", str(ct)).stdout
+    assert "p1" in listing and "from pct" in listing and "current" in listing
+    pct(lxc, "delsnapshot", str(ct), "p1")
+    assert "p1" not in pct(lxc, "listsnapshot", str(ct)).stdout
+    src = tmp_path / "payload"
+    src.write_bytes(b"oxve push\n" * 1000)
+    pct(lxc, "push", str(ct), str(src), "/root/payload", "--perms", "0600")
+    assert exec_out(lxc, ct, "stat -c %a /root/payload") == "600"
+    back = tmp_path / "back"
+    pct(lxc, "pull", str(ct), "/root/payload", str(back))
+    assert back.read_bytes() == src.read_bytes()
+    r = pct(lxc, "pull", str(ct), "/no/such/file", str(tmp_path / "x"), check=False)
+    assert r.returncode != 0 and not (tmp_path / "x").exists()
+
+
 def test_snapshot_refused_on_raw_dir_volume_leaves_nothing(admin, nodename, templates, lxc):  # noqa: F811
     st = create(admin, nodename, 113, templates, rootfs="local:1")
     assert st["exitstatus"] == "OK"

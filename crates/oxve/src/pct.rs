@@ -95,6 +95,63 @@ const COMMANDS: &[(&str, &[&str], Call, &str)] = &[
         "Destroy the container (also delete all uses files).",
     ),
     (
+        "snapshot",
+        &["vmid", "snapname"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/snapshot")),
+        "Snapshot a container.",
+    ),
+    (
+        "listsnapshot",
+        &["vmid"],
+        Some((Verb::Get, "/nodes/{node}/lxc/{vmid}/snapshot")),
+        "List all snapshots.",
+    ),
+    (
+        "rollback",
+        &["vmid", "snapname"],
+        Some((
+            Verb::Post,
+            "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback",
+        )),
+        "Rollback LXC state to specified snapshot.",
+    ),
+    (
+        "delsnapshot",
+        &["vmid", "snapname"],
+        Some((Verb::Delete, "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}")),
+        "Delete a LXC snapshot.",
+    ),
+    (
+        "clone",
+        &["vmid", "newid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/clone")),
+        "Create a container clone/copy",
+    ),
+    (
+        "template",
+        &["vmid"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/template")),
+        "Create a Template.",
+    ),
+    (
+        "resize",
+        &["vmid", "disk", "size"],
+        Some((Verb::Put, "/nodes/{node}/lxc/{vmid}/resize")),
+        "Resize a container mount point.",
+    ),
+    (
+        "push",
+        &["vmid", "file", "destination"],
+        None,
+        "Copy a local file to the container.",
+    ),
+    (
+        "pull",
+        &["vmid", "path", "destination"],
+        None,
+        "Copy a file from the container to the local system.",
+    ),
+    (
         "exec",
         &["vmid"],
         None,
@@ -169,12 +226,25 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
                 parsed.positional[0]
             ))
         })?;
+        if name == "push" || name == "pull" {
+            return transfer(
+                root,
+                name,
+                vmid,
+                &parsed.positional[1],
+                &parsed.positional[2],
+                &params,
+            );
+        }
         return attach(root, name, vmid, command);
     };
     let mut path = template.replace("{node}", NODE);
-    if path.contains("{vmid}") {
-        if let Some(v) = params.remove("vmid") {
-            path = path.replace("{vmid}", &client::scalar(&v));
+    for key in *positional {
+        let var = format!("{{{key}}}");
+        if path.contains(&var) {
+            if let Some(v) = params.remove(*key) {
+                path = path.replace(&var, &client::scalar(&v));
+            }
         }
     }
     let data = client::call(root, verb.as_str(), &path, &params)?;
@@ -190,7 +260,8 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
                     .unwrap_or("unknown")
             );
         }
-        "set" => {}
+        "set" | "template" => {}
+        "listsnapshot" => print_snapshots(&data),
         _ => {
             if let Some(upid) = data.as_str().filter(|s| s.starts_with("UPID:")) {
                 client::follow_task(root, upid)?;
@@ -315,5 +386,96 @@ fn attach(root: &Path, name: &str, vmid: u32, command: &[String]) -> Result<(), 
         Some(0) => Ok(()),
         Some(code) => std::process::exit(code),
         None => Err(CliError::Api(format!("command ended by {status}"))),
+    }
+}
+
+/// Upstream's snapshot tree: `` `-> name  time  description``, the
+/// current state last.
+fn print_snapshots(data: &Value) {
+    let mut snaps: Vec<&Value> = data
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    snaps.sort_by_key(|s| {
+        s.get("snaptime")
+            .and_then(Value::as_i64)
+            .unwrap_or(i64::MAX)
+    });
+    for s in snaps {
+        let name = s.get("name").map(client::scalar).unwrap_or_default();
+        let time = s
+            .get("snaptime")
+            .and_then(Value::as_i64)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let descr = s.get("description").map(client::scalar).unwrap_or_default();
+        println!("`-> {name:<20} {time:<20} {descr}");
+    }
+}
+
+/// `push`: a local file into the running container (owned by `--user` /
+/// `--group`, mode `--perms`); `pull`: a file of the container to here.
+/// Both stream through `lxc-attach`, as upstream's.
+fn transfer(
+    root: &Path,
+    name: &str,
+    vmid: u32,
+    from: &str,
+    to: &str,
+    params: &serde_json::Map<String, Value>,
+) -> Result<(), CliError> {
+    let status = client::call(
+        root,
+        "GET",
+        &format!("/nodes/{NODE}/lxc/{vmid}/status/current"),
+        &Map::new(),
+    )?;
+    if status.get("status").and_then(Value::as_str) != Some("running") {
+        return Err(CliError::Api(format!("CT {vmid} not running")));
+    }
+    let host = oxve_lxc::host::LxcHost::of_node(root);
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let opt = |k: &str| params.get(k).map(client::scalar);
+    let io = |e: std::io::Error, what: &str| CliError::Api(format!("{what}: {e}"));
+    if name == "push" {
+        let file =
+            std::fs::File::open(from).map_err(|e| io(e, &format!("cannot open '{from}'")))?;
+        let mut script = format!("cat > {}", quote(to));
+        if let Some(perms) = opt("perms") {
+            script.push_str(&format!(" && chmod {} {}", quote(&perms), quote(to)));
+        }
+        let owner = match (opt("user"), opt("group")) {
+            (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+            (Some(u), None) => Some(u),
+            (None, Some(g)) => Some(format!(":{g}")),
+            _ => None,
+        };
+        if let Some(o) = owner {
+            script.push_str(&format!(" && chown {} {}", quote(&o), quote(to)));
+        }
+        let st = host
+            .attach(vmid, &["/bin/sh".into(), "-c".into(), script])
+            .stdin(file)
+            .status()
+            .map_err(|e| io(e, "cannot run lxc-attach"))?;
+        return if st.success() {
+            Ok(())
+        } else {
+            Err(CliError::Api(format!("error writing '{to}' in CT {vmid}")))
+        };
+    }
+    let out = std::fs::File::create(to).map_err(|e| io(e, &format!("cannot create '{to}'")))?;
+    let st = host
+        .attach(vmid, &["/bin/cat".into(), from.into()])
+        .stdout(out)
+        .status()
+        .map_err(|e| io(e, "cannot run lxc-attach"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        let _ = std::fs::remove_file(to);
+        Err(CliError::Api(format!(
+            "error reading '{from}' from CT {vmid}"
+        )))
     }
 }

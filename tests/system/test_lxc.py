@@ -128,6 +128,18 @@ def test_start_reaches_running_with_network(admin, nodename, ct100, lxc):
     assert cur["netin"] > 0 and cur["mem"] > 0
 
 
+def test_interfaces_and_features(admin, nodename, ct100):
+    api = admin.nodes(nodename).lxc(ct100)
+    ifaces = {i["name"]: i for i in api.interfaces.get()}
+    assert ifaces["eth0"]["inet"] == "10.77.0.10/24"
+    mac = api.config.get()["net0"].split("hwaddr=")[1].split(",")[0]
+    assert ifaces["eth0"]["hwaddr"].lower() == mac.lower()
+    assert "lo" in ifaces
+    # A raw image on a directory storage has no snapshots; copies always work.
+    assert api.feature.get(feature="snapshot")["hasFeature"] in (0, False)
+    assert api.feature.get(feature="copy")["hasFeature"] in (1, True)
+
+
 def test_pct_exec_list_config_status(node, ct100, lxc):
     out = pct(node, "exec", "100", "--", "cat", "/etc/hostname").stdout
     assert out.strip() == "ct100"
@@ -255,6 +267,35 @@ def test_missing_template_leaves_nothing(admin, nodename, templates, lxc):
     assert before == after
     with pytest.raises(ResourceException):
         admin.nodes(nodename).lxc(103).config.get()
+
+
+def test_startall_follows_onboot_and_startup_order(admin, nodename, templates, lxc):
+    for vmid, onboot, order in ((105, 1, 2), (106, 1, 1), (107, 0, 3)):
+        st = create(admin, nodename, vmid, templates, rootfs="local:0", onboot=onboot, startup=f"order={order}")
+        assert st["exitstatus"] == "OK", task_log(admin, nodename, st["upid"])
+    upid = admin.nodes(nodename).startall.post()
+    ok(admin, nodename, upid, timeout=120)
+    log = task_log(admin, nodename, upid)
+    assert log.index("Starting CT 106") < log.index("Starting CT 105"), log
+    state = {v: admin.nodes(nodename).lxc(v).status.current.get()["status"] for v in (105, 106, 107)}
+    assert state == {105: "running", 106: "running", 107: "stopped"}
+    ok(admin, nodename, admin.nodes(nodename).stopall.post(vms="105,106"), timeout=120)
+    for vmid in (105, 106, 107):
+        assert admin.nodes(nodename).lxc(vmid).status.current.get()["status"] == "stopped"
+        ok(admin, nodename, admin.nodes(nodename).lxc(vmid).delete())
+
+
+def test_twenty_parallel_creates(admin, nodename, templates, lxc):
+    ids = list(range(200, 220))
+    upids = [admin.nodes(nodename).lxc.post(vmid=v, ostemplate=templates, rootfs="local:0", memory=64)
+             for v in ids]
+    results = [wait_task(admin, nodename, u, timeout=300) for u in upids]
+    assert [r["exitstatus"] for r in results] == ["OK"] * len(ids), results
+    listed = {c["vmid"] for c in admin.nodes(nodename).lxc.get()}
+    assert set(ids) <= listed
+    upids = [admin.nodes(nodename).lxc(v).delete() for v in ids]
+    assert all(wait_task(admin, nodename, u, timeout=300)["exitstatus"] == "OK" for u in upids)
+    assert not [p for v in ids for p in (lxc.root / "var/lib/vz/images" / str(v)).glob("*")]
 
 
 def test_protection_blocks_destroy_and_destroy_frees_volumes(admin, nodename, lxc, ct100):

@@ -24,6 +24,46 @@ pub fn register(r: &mut Registry) {
     reg!(r, POST "/nodes/{node}/lxc/{vmid}/template" => template);
     reg!(r, POST "/nodes/{node}/lxc/{vmid}/clone" => clone);
     reg!(r, PUT "/nodes/{node}/lxc/{vmid}/resize" => resize);
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/feature" => feature);
+}
+
+/// Whether every volume of the CT (or of snapshot `snapname`) supports
+/// `feature`: `snapshot` and linked `clone` need volumes their storage can
+/// snapshot or clone natively (container volumes are raw images or
+/// subvolumes, which file storages cannot); `copy` works everywhere.
+async fn feature(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let feature = ctx.str("feature")?.to_string();
+    let conf = ctx.node.load_ct(vmid)?.conf;
+    let section = match ctx.opt_str("snapname") {
+        Some(name) => conf
+            .snapshots
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::fail(format!("snapshot '{name}' does not exist")))?,
+        None => conf.main,
+    };
+    let ct =
+        oxve_lxc::Ct::from_section(vmid, &section).map_err(|e| ApiError::fail(e.to_string()))?;
+    let mut has = true;
+    for mp in ct.mount_points() {
+        if mp.kind() != oxve_lxc::model::MountKind::Volume {
+            has &= feature == "copy";
+            continue;
+        }
+        let vol = oxve_storage::VolumeId::parse(&mp.volume)?;
+        let plugin = ctx.node.open_storage(&vol.storage)?;
+        let parsed = plugin.parse_volname(&vol.volname)?;
+        let caps = plugin.capabilities();
+        let native = !plugin.def().kind.is_file_based()
+            || plugin.def().kind == oxve_storage::StorageType::Btrfs;
+        has &= match feature.as_str() {
+            "snapshot" => caps.snapshots && native,
+            "clone" => ct.template && parsed.is_base && caps.linked_clones && native,
+            _ => true,
+        };
+    }
+    Ok(json!({ "hasFeature": has }))
 }
 
 async fn list(ctx: Ctx) -> ApiResult<Value> {

@@ -20,6 +20,63 @@ pub fn register(r: &mut Registry) {
     reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/reboot" => reboot);
     reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/suspend" => suspend);
     reg!(r, POST "/nodes/{node}/lxc/{vmid}/status/resume" => resume);
+    reg!(r, GET "/nodes/{node}/lxc/{vmid}/interfaces" => interfaces);
+}
+
+/// The CT's interfaces as its own network namespace sees them (`ip -j
+/// addr` run in it from the host: nothing inside the CT is trusted).
+async fn interfaces(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let state = ctx.node.lxc().state(vmid).map_err(ct::lxc_err)?;
+    let Some(pid) = state.pid() else {
+        return Err(ApiError::fail(format!("CT {vmid} not running")));
+    };
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["--", "ip", "-j", "addr", "show"])
+        .output()
+        .map_err(|e| ApiError::fail(format!("cannot run nsenter: {e}")))?;
+    if !out.status.success() {
+        return Err(ApiError::fail(format!(
+            "cannot read the interfaces of CT {vmid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let links: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut result = Vec::new();
+    for link in links {
+        let name = link
+            .get("ifname")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mac = link
+            .get("address")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut entry =
+            json!({"name": name, "hwaddr": mac, "hardware-address": mac, "ip-addresses": []});
+        for addr in link
+            .get("addr_info")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let family = addr.get("family").and_then(Value::as_str).unwrap_or("");
+            let local = addr.get("local").and_then(Value::as_str).unwrap_or("");
+            let prefix = addr.get("prefixlen").and_then(Value::as_u64).unwrap_or(0);
+            let kind = if family == "inet6" { "ipv6" } else { "ipv4" };
+            if entry.get(family).is_none() && (family == "inet" || family == "inet6") {
+                entry[family] = json!(format!("{local}/{prefix}"));
+            }
+            if let Some(list) = entry["ip-addresses"].as_array_mut() {
+                list.push(json!({"ip-address": local, "ip-address-type": kind, "prefix": prefix}));
+            }
+        }
+        result.push(entry);
+    }
+    Ok(Value::Array(result))
 }
 
 async fn current(ctx: Ctx) -> ApiResult<Value> {

@@ -298,6 +298,34 @@ def test_twenty_parallel_creates(admin, nodename, templates, lxc):
     assert not [p for v in ids for p in (lxc.root / "var/lib/vz/images" / str(v)).glob("*")]
 
 
+def test_debian_container_boots_systemd_with_network(admin, nodename, lxc):
+    """The debootstrapped Debian 12 template: OS setup writes ifupdown's
+    config and the hostname, systemd boots, the CT answers on the bridge."""
+    out = subprocess.run([str(REPO / "tests/lxc/build-templates.sh"), "--only", "debian"],
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-2000:]
+    src = Path(out.stdout.strip().splitlines()[-1]) / "debian-12-standard_12.0-1_amd64.tar.zst"
+    shutil.copy(src, lxc.root / "var/lib/vz/template/cache" / src.name)
+    st = create(admin, nodename, 108, f"local:vztmpl/{src.name}", rootfs="local:2", memory=256,
+                net0=f"name=eth0,bridge={BRIDGE},ip=10.77.0.18/24,gw={HOST_IP}", start=1)
+    assert st["exitstatus"] == "OK", task_log(admin, nodename, st["upid"])
+    conf = admin.nodes(nodename).lxc(108).config.get()
+    assert conf["ostype"] == "debian"
+    deadline = time.monotonic() + 60
+    while True:
+        r = pct(lxc, "exec", "108", "--", "systemctl", "is-system-running", check=False)
+        if r.stdout.strip() in ("running", "degraded"):
+            break
+        assert time.monotonic() < deadline, r.stdout + r.stderr
+        time.sleep(1)
+    assert "address 10.77.0.18/24" in pct(lxc, "exec", "108", "--", "cat", "/etc/network/interfaces").stdout
+    assert pct(lxc, "exec", "108", "--", "hostname").stdout.strip() == "ct108"
+    r = ns(lxc, "busybox", "ping", "-c", "1", "-W", "2", "10.77.0.18", check=False)
+    assert r.returncode == 0, r.stdout
+    ok(admin, nodename, admin.nodes(nodename).lxc(108).status.shutdown.post(timeout=30), timeout=90)
+    ok(admin, nodename, admin.nodes(nodename).lxc(108).delete())
+
+
 def test_protection_blocks_destroy_and_destroy_frees_volumes(admin, nodename, lxc, ct100):
     api = admin.nodes(nodename).lxc(ct100)
     api.config.put(protection=1)

@@ -163,3 +163,26 @@ def test_resize_raw_rootfs(admin, nodename, templates, lxc):  # noqa: F811
     ok(admin, nodename, api.delete())
     assert not image.exists()
     assert os.path.isdir(lxc.root / "var/lib/vz/images")
+
+
+def test_move_volume_between_storages(admin, nodename, templates, bt, lxc):  # noqa: F811
+    st = create(admin, nodename, 115, templates, rootfs="local:0")
+    assert st["exitstatus"] == "OK"
+    api = admin.nodes(nodename).lxc(115)
+    ok(admin, nodename, api.status.start.post())
+    exec_out(lxc, 115, "echo moved > /root/mark")
+    with pytest.raises(ResourceException) as e:
+        api.move_volume.post(volume="rootfs", storage=bt)
+    assert "stop it first" in str(e.value)
+    ok(admin, nodename, api.status.stop.post())
+    pct(lxc, "move-volume", "115", "rootfs", bt)
+    conf = api.config.get()
+    assert conf["rootfs"].startswith(f"{bt}:"), conf
+    assert conf["unused0"].startswith("local:"), conf
+    ok(admin, nodename, api.move_volume.post(volume="rootfs", storage="local", delete=1))
+    conf = api.config.get()
+    assert conf["rootfs"].startswith("local:") and "unused1" not in conf, conf
+    ok(admin, nodename, api.status.start.post())
+    assert exec_out(lxc, 115, "cat /root/mark") == "moved"
+    ok(admin, nodename, api.status.stop.post())
+    ok(admin, nodename, api.delete())

@@ -373,7 +373,7 @@ fn linked_clone(plugin: &dyn StoragePlugin, volname: &str, newid: u32) -> ApiRes
     })
 }
 
-fn full_copy(
+pub fn full_copy(
     src: &dyn StoragePlugin,
     volname: &str,
     dst: &dyn StoragePlugin,

@@ -140,6 +140,12 @@ const COMMANDS: &[(&str, &[&str], Call, &str)] = &[
         "Resize a container mount point.",
     ),
     (
+        "move-volume",
+        &["vmid", "volume", "storage"],
+        Some((Verb::Post, "/nodes/{node}/lxc/{vmid}/move_volume")),
+        "Move a rootfs-/mp-volume to a different storage",
+    ),
+    (
         "push",
         &["vmid", "file", "destination"],
         None,

@@ -25,6 +25,100 @@ pub fn register(r: &mut Registry) {
     reg!(r, POST "/nodes/{node}/lxc/{vmid}/clone" => clone);
     reg!(r, PUT "/nodes/{node}/lxc/{vmid}/resize" => resize);
     reg!(r, GET "/nodes/{node}/lxc/{vmid}/feature" => feature);
+    reg!(r, POST "/nodes/{node}/lxc/{vmid}/move_volume" => move_volume);
+}
+
+/// Moves a mount point's volume of a stopped CT to another storage (a full
+/// copy through the storages' export/import streams); the old volume is
+/// deleted with `delete`, else kept as `unused<n>`, as upstream.
+async fn move_volume(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let key = ctx.str("volume")?.to_string();
+    if ctx.opt_int("target-vmid").is_some() || ctx.opt_str("target-volume").is_some() {
+        return Err(ApiError::not_implemented_msg(
+            "reassigning a volume to another CT is not built yet",
+        ));
+    }
+    let storage = ctx
+        .opt_str("storage")
+        .ok_or_else(|| ApiError::param("storage", "property is missing and it is not optional"))?
+        .to_string();
+    ctx.require_privs(
+        &format!("/storage/{storage}"),
+        &["Datastore.AllocateSpace"],
+        false,
+    )?;
+    let delete = ctx.flag("delete");
+    let loaded = ctx.node.load_ct(vmid)?;
+    if let Some(d) = ctx.opt_str("digest") {
+        if d != loaded.digest {
+            return Err(ApiError::fail(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
+    ct::check_unlocked(&loaded.conf)?;
+    let value = loaded
+        .conf
+        .main
+        .get(&key)
+        .ok_or_else(|| ApiError::param("volume", format!("no such mount point '{key}'")))?
+        .to_string();
+    let mp = oxve_lxc::model::parse_mount_point(&key, &value)
+        .map_err(|e| ApiError::param("volume", e.to_string()))?;
+    if mp.kind() != oxve_lxc::model::MountKind::Volume {
+        return Err(ApiError::param(
+            "volume",
+            "only volumes on a storage can be moved",
+        ));
+    }
+    if ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped {
+        return Err(ApiError::fail(
+            "moving a volume of a running container is not possible, stop it first",
+        ));
+    }
+    task(&ctx, "move_volume", vmid, move |node, log| {
+        let src = oxve_storage::VolumeId::parse(&mp.volume)?;
+        let from = node.open_storage(&src.storage)?;
+        from.activate()?;
+        let to = node.open_storage(&storage)?;
+        to.activate()?;
+        log(&format!(
+            "moving {key} ({}) to storage '{storage}'",
+            mp.volume
+        ));
+        let new = ct_snapshot::full_copy(&*from, &src.volname, &*to, vmid)?;
+        let new_volid = oxve_storage::VolumeId::new(&storage, &new).to_string();
+        let result = node.update_ct(vmid, |conf| {
+            ct::check_unlocked(conf)?;
+            let current = conf.main.get(&key).unwrap_or_default().to_string();
+            if !current.contains(&mp.volume) {
+                return Err(ApiError::fail(format!("{key} changed while it was copied")));
+            }
+            conf.main
+                .props
+                .insert(key.clone(), current.replacen(&mp.volume, &new_volid, 1));
+            if !delete {
+                let n = (0..)
+                    .find(|i| !conf.main.props.contains_key(&format!("unused{i}")))
+                    .unwrap_or(0);
+                conf.main
+                    .props
+                    .insert(format!("unused{n}"), mp.volume.clone());
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            let _ = ct::free_volume(node, &new_volid);
+            return Err(e);
+        }
+        log(&format!("{key} is now {new_volid}"));
+        if delete {
+            from.free_image(&src.volname)?;
+            log(&format!("removed {}", mp.volume));
+        }
+        Ok(())
+    })
 }
 
 /// Whether every volume of the CT (or of snapshot `snapname`) supports

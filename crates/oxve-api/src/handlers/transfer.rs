@@ -194,6 +194,7 @@ async fn upload(mut ctx: Ctx) -> ApiResult<Value> {
         rx,
     );
     let mut failure = None;
+    let mut writer_gone = false;
     // The body arrives in TLS-record-sized pieces; handing each to the
     // writer thread costs a wake-up, so they go over in batches.
     let mut batch = bytes::BytesMut::with_capacity(UPLOAD_BATCH);
@@ -205,6 +206,7 @@ async fn upload(mut ctx: Ctx) -> ApiResult<Value> {
                     let full =
                         std::mem::replace(&mut batch, bytes::BytesMut::with_capacity(UPLOAD_BATCH));
                     if tx.send(full.freeze()).await.is_err() {
+                        writer_gone = true;
                         break;
                     }
                 }
@@ -231,6 +233,12 @@ async fn upload(mut ctx: Ctx) -> ApiResult<Value> {
         }
         (None, Err(e)) => {
             let _ = std::fs::remove_file(&tmp);
+            if writer_gone {
+                // The writer failed (a full disk) while the client still
+                // sends: take in the rest so that it reads this error
+                // instead of a reset connection.
+                file.discard().await;
+            }
             return Err(ApiError::fail(format!(
                 "upload failed: unable to write '{}': {e}",
                 target.display()

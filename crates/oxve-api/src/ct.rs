@@ -368,16 +368,7 @@ pub fn check_bridges(node: &Node, ct: &Ct) -> ApiResult<()> {
         let Some(bridge) = &net.bridge else {
             continue;
         };
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["-o", "link", "show", "dev", bridge]);
-        node.lxc().enter_netns(&mut cmd);
-        let ok = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
+        if !node.lxc().has_interface(bridge) {
             return Err(ApiError::fail(format!(
                 "net{}: bridge '{bridge}' does not exist{}",
                 net.index,

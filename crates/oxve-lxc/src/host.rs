@@ -143,6 +143,25 @@ impl LxcHost {
         }
     }
 
+    /// Whether network interface `name` exists in the node's namespace.
+    /// A short-lived thread joins the namespace (setns affects only the
+    /// calling thread) and asks the kernel, without running a tool.
+    pub fn has_interface(&self, name: &str) -> bool {
+        let Some(ns) = self.netns.clone() else {
+            return nix::net::if_::if_nametoindex(name).is_ok();
+        };
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let Ok(fd) = std::fs::File::open(Path::new("/run/netns").join(ns)) else {
+                return false;
+            };
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+                && nix::net::if_::if_nametoindex(name.as_str()).is_ok()
+        })
+        .join()
+        .unwrap_or(false)
+    }
+
     /// Starts the container (daemonized: it outlives the caller).
     pub fn start(&self, vmid: u32, debug: bool) -> Result<(), LxcError> {
         let mut cmd = self.tool("lxc-start", vmid);

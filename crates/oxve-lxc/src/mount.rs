@@ -50,6 +50,9 @@ fn mount_one(rootfs: &Path, m: &MountSource) -> Result<(), LxcError> {
         std::fs::create_dir_all(&target)
             .map_err(|e| io_err("cannot create mount point", &target, e))?;
     }
+    if m.kind == SourceKind::Dir && m.options.is_empty() {
+        return bind(&m.source, &target, m.ro);
+    }
     let mut opts: Vec<String> = m.options.clone();
     let mut cmd = Command::new("mount");
     match m.kind {
@@ -71,6 +74,29 @@ fn mount_one(rootfs: &Path, m: &MountSource) -> Result<(), LxcError> {
         let mut cmd = Command::new("mount");
         cmd.args(["-o", "remount,bind,ro"]).arg(&target);
         run(cmd, "remount read-only", &target)?;
+    }
+    Ok(())
+}
+
+/// A bind mount by syscall (the common case of a subvolume rootfs: no
+/// `mount` tool to run), read-only by a remount when asked.
+fn bind(source: &Path, target: &Path, ro: bool) -> Result<(), LxcError> {
+    use nix::mount::{mount, MsFlags};
+    let err = |what: &str, e: nix::Error| {
+        LxcError::Command(format!("cannot {what} '{}': {e}", source.display()))
+    };
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err("bind-mount", e))?;
+    if ro {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(|e| err("remount read-only", e))?;
     }
     Ok(())
 }

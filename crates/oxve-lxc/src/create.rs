@@ -112,6 +112,17 @@ pub fn make_filesystem(path: &Path, root_owner: (u32, u32)) -> Result<(), LxcErr
 /// Grows the ext4 file system of an unmounted volume to its new size
 /// (`e2fsck -f` first, as `resize2fs` insists).
 pub fn grow_filesystem(path: &Path) -> Result<(), LxcError> {
+    // A loop device still attached to the image (the kernel detaches
+    // autoclear devices lazily; `mount -o loop` reuses one of the same
+    // file) would keep the old size: make it read the new one.
+    if let Ok(out) = Command::new("losetup").arg("-j").arg(path).output() {
+        for dev in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').next())
+        {
+            let _ = Command::new("losetup").args(["-c", dev]).output();
+        }
+    }
     for (tool, args) in [("e2fsck", &["-f", "-y"][..]), ("resize2fs", &[][..])] {
         let out = Command::new(tool)
             .args(args)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the release daemon and the bench, runs every benchmark and rewrites
-# BENCHMARKS.md. Installs nothing: scripts/install-deps.sh installs wrk and
-# curl, and btrfs-progs and qemu-img for the linked-clone benchmark (without
-# them that one is reported as not measured). Extra arguments go to
+# BENCHMARKS.md. scripts/install-deps.sh installs what it needs: wrk and
+# curl, btrfs-progs and qemu-img for the linked-clone benchmarks, lxc for
+# the container benchmarks (their busybox template is built and cached by
+# tests/lxc/build-templates.sh, which installs busybox-static if missing). Extra arguments go to
 # oxve-bench (see `oxve-bench --help`), e.g.
 #   bench/run.sh --idle-secs 10 --wrk-secs 3
-#   bench/run.sh --no-storage
+#   bench/run.sh --no-storage --no-lxc
 # Run as root (the daemon makes a network namespace; the btrfs clones need
 # a loop mount).
 set -euo pipefail

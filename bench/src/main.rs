@@ -1,11 +1,12 @@
 //! `oxve-bench`: measures the config store's write path, the idle daemon,
-//! API throughput and storage operations, each against a baseline of the
-//! same run, and writes the figures to BENCHMARKS.md. `bench/run.sh` builds
-//! and runs it.
+//! API throughput, storage operations and containers, each against a
+//! baseline of the same run, and writes the figures to BENCHMARKS.md.
+//! `bench/run.sh` builds and runs it.
 
 mod api;
 mod daemon;
 mod error;
+mod lxc;
 mod machine;
 mod report;
 mod stats;
@@ -14,6 +15,7 @@ mod store;
 
 use clap::Parser;
 use daemon::Daemon;
+use lxc::LxcFigures;
 use machine::{Machine, Scratch};
 use report::{Outcome, Run};
 use std::path::PathBuf;
@@ -67,6 +69,12 @@ struct Args {
     /// Timed runs of `pvesm status` (and as many of its baselines).
     #[arg(long, default_value_t = 20)]
     status_runs: usize,
+    /// Skip the container benchmarks (start, create, linked clone, parallel creates).
+    #[arg(long)]
+    no_lxc: bool,
+    /// Container creates fired at once in the parallel-create benchmark.
+    #[arg(long, default_value_t = 20)]
+    lxc_parallel: usize,
 }
 
 impl Args {
@@ -76,6 +84,17 @@ impl Args {
             Some("skipped: run with --store-only")
         } else if self.no_storage {
             Some("skipped: run with --no-storage")
+        } else {
+            None
+        }
+    }
+
+    /// Why the container benchmarks do not run, if they do not.
+    fn lxc_skipped(&self) -> Option<&'static str> {
+        if self.store_only {
+            Some("skipped: run with --store-only")
+        } else if self.no_lxc {
+            Some("skipped: run with --no-lxc")
         } else {
             None
         }
@@ -125,7 +144,8 @@ fn main() -> ExitCode {
     };
     let failed = store.is_err()
         || (!args.store_only && (daemon_run.idle.is_err() || daemon_run.api.is_err()))
-        || (args.storage_skipped().is_none() && !storage.complete());
+        || (args.storage_skipped().is_none() && !storage.complete())
+        || (args.lxc_skipped().is_none() && !daemon_run.lxc.complete());
     let run = Run {
         machine: &machine,
         scratch: &scratch,
@@ -135,6 +155,7 @@ fn main() -> ExitCode {
         idle: daemon_run.idle,
         api: daemon_run.api,
         storage,
+        lxc: daemon_run.lxc,
     };
     let text = report::render(&run);
     if let Err(e) = std::fs::write(&args.out, &text) {
@@ -156,6 +177,7 @@ struct DaemonRun {
     api: Outcome<api::ApiFigures>,
     upload: Outcome<storage::UploadFigures>,
     status: Outcome<storage::StatusFigures>,
+    lxc: LxcFigures,
 }
 
 impl DaemonRun {
@@ -166,12 +188,13 @@ impl DaemonRun {
             api: Err(why.to_string()),
             upload: Err(why.to_string()),
             status: Err(why.to_string()),
+            lxc: LxcFigures::skipped(why),
         }
     }
 }
 
 /// Starts the daemon in a fresh root, measures it idle, then under load,
-/// then (unless skipped) its storage operations.
+/// then (unless skipped) its storage operations and containers.
 fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
     let root = match tempfile::Builder::new()
         .prefix("oxve-bench-root-")
@@ -197,6 +220,16 @@ fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
         Some(why) => (Err(why.to_string()), Err(why.to_string())),
         None => storage::with_daemon(&daemon, NODE, &scratch.dir, args.storage_plan()),
     };
+    let lxc = match args.lxc_skipped() {
+        Some(why) => LxcFigures::skipped(why),
+        None => lxc::with_daemon(
+            &daemon,
+            NODE,
+            lxc::Plan {
+                parallel: args.lxc_parallel,
+            },
+        ),
+    };
     if let Err(e) = daemon.stop() {
         eprintln!("oxve-bench: warning: {e}");
     }
@@ -205,5 +238,6 @@ fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
         api,
         upload,
         status,
+        lxc,
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::api::{ApiFigures, WrkReport, CONNECTIONS, THREADS};
 use crate::daemon::IdleFigures;
+use crate::lxc::{CreateFigures, LinkedCloneFigures, LxcFigures, ParallelFigures, StartFigures};
 use crate::machine::{Machine, Scratch};
 use crate::storage::{CloneFigures, StatusFigures, StorageFigures, UploadFigures};
 use crate::store::StoreFigures;
@@ -29,6 +30,8 @@ pub struct Run<'a> {
     pub api: Outcome<ApiFigures>,
     /// Storage operations.
     pub storage: StorageFigures,
+    /// Containers.
+    pub lxc: LxcFigures,
 }
 
 const TABLE_HEAD: &str =
@@ -81,6 +84,7 @@ pub fn render(run: &Run<'_>) -> String {
         Err(why) => not_measured(&mut out, why),
     }
     storage_section(&mut out, &run.storage, run.node, &run.scratch.fs_type);
+    containers_section(&mut out, &run.lxc, run.node);
     out
 }
 
@@ -344,6 +348,209 @@ fn status_section(out: &mut String, f: &StatusFigures, node: &str) {
     );
 }
 
+fn containers_section(out: &mut String, f: &LxcFigures, node: &str) {
+    out.push_str("\n## Containers\n\n### Start\n\n");
+    match &f.start {
+        Ok(s) => start_section(out, s, node),
+        Err(why) => not_measured(out, why),
+    }
+    out.push_str("\n### Create from a template\n\n");
+    match &f.create {
+        Ok(c) => create_section(out, c, node),
+        Err(why) => not_measured(out, why),
+    }
+    out.push_str("\n### Linked clone\n\n");
+    match &f.clone {
+        Ok(c) => linked_clone_section(out, c, node),
+        Err(why) => not_measured(out, why),
+    }
+    out.push_str("\n### Parallel creates\n\n");
+    match &f.parallel {
+        Ok(p) => parallel_section(out, p, node),
+        Err(why) => not_measured(out, why),
+    }
+}
+
+fn start_section(out: &mut String, f: &StartFigures, node: &str) {
+    let share = ratio(f.api.p50_ms, f.raw.p50_ms);
+    let baseline = "`lxc-start -d` + `lxc-wait`";
+    out.push_str(TABLE_HEAD);
+    let _ = writeln!(
+        out,
+        "| CT start p50, API call to init running | {} | {} ({baseline}) | {:.2} | ratio ≤ 1.50 ({}) |",
+        ms(f.api.p50_ms),
+        ms(f.raw.p50_ms),
+        share,
+        verdict(share <= 1.5)
+    );
+    latency_row(out, "CT start p90", f.api.p90_ms, f.raw.p90_ms, baseline);
+    let _ = writeln!(
+        out,
+        "\nMeasured: CT {vmid} (busybox template, subvolume rootfs `local:0` on the `dir` \
+         storage `local`, unprivileged, 128 MiB, one NIC on a bridge `{bridge}` made in the \
+         daemon's network namespace), started through `POST /nodes/{node}/lxc/{vmid}/status/start` \
+         on one kept-alive HTTPS connection (a rustls client in the bench, as `benchct@pve` \
+         with PVEAdmin on `/`), timed from sending the call until its task reports `stopped` \
+         with exit status OK (polled every 5 ms on the same connection) and `lxc-wait -s \
+         RUNNING` returned. Baseline: the same container with the LXC config oxve generated \
+         for it (kept in `<root>/run/oxve/lxc/{vmid}/config` from an untimed warm-up start \
+         through the API), its subvolume bind-mounted at the rootfs first as oxve mounts it \
+         (untimed), then `lxc-start -d -n {vmid} -P <root>/run/oxve/lxc` and `lxc-wait -s \
+         RUNNING`, both in the daemon's network namespace as the daemon runs them. After \
+         every start the container is killed (`lxc-stop -k`) and unmounted. {rounds} starts \
+         of each, alternating which goes first; median and 90th percentile (nearest rank). \
+         The ratio is what the API start adds around `lxc-start`: the task, the checks, \
+         the mounts, the OS setup before start and the generated config.",
+        vmid = crate::lxc::START_VMID,
+        bridge = crate::lxc::BRIDGE,
+        rounds = f.rounds,
+    );
+}
+
+fn create_section(out: &mut String, f: &CreateFigures, node: &str) {
+    out.push_str(TABLE_HEAD);
+    latency_row(
+        out,
+        "CT create p50",
+        f.api.p50_ms,
+        f.tar.p50_ms,
+        "`tar -xpf`",
+    );
+    latency_row(
+        out,
+        "CT create p90",
+        f.api.p90_ms,
+        f.tar.p90_ms,
+        "`tar -xpf`",
+    );
+    let _ = writeln!(
+        out,
+        "\nMeasured: `POST /nodes/{node}/lxc` (`ostemplate=local:vztmpl/{template}`, \
+         {kib} KiB; `rootfs=local:0`, a subvolume; hostname, one NIC on the bridge, 128 MiB, \
+         no swap; unprivileged) on one kept-alive HTTPS connection, timed until its task \
+         (`vzcreate`) reports `stopped` with exit status OK, polled every 5 ms; each CT is \
+         destroyed through the API afterwards (untimed). Baseline: `tar -xpf` of the same \
+         archive into an empty directory on the same file system. Besides extracting (with \
+         upstream's options: numeric owners, ACLs, xattrs, no `/dev`), a create allocates \
+         the subvolume and bind-mounts it, shifts every owner into the unprivileged id range, \
+         detects the architecture and OS type, writes the OS setup (hostname, network, \
+         DNS) and stores the config; with a template this small those fixed costs dominate \
+         the ratio. {rounds} of each, alternating which goes first; median and 90th \
+         percentile (nearest rank).",
+        template = f.template,
+        kib = thousands(f.template_kib as f64),
+        rounds = f.rounds,
+    );
+}
+
+fn linked_clone_section(out: &mut String, f: &LinkedCloneFigures, node: &str) {
+    let tool = "`btrfs subvolume snapshot`";
+    out.push_str(TABLE_HEAD);
+    let _ = writeln!(
+        out,
+        "| CT linked clone p50 | {} | {} ({tool}) | {:.2} | ≤ 100 ms ({}) |",
+        ms(f.api.p50_ms),
+        ms(f.snapshot.p50_ms),
+        ratio(f.api.p50_ms, f.snapshot.p50_ms),
+        verdict(f.api.p50_ms <= 100.0)
+    );
+    latency_row(
+        out,
+        "CT linked clone p90",
+        f.api.p90_ms,
+        f.snapshot.p90_ms,
+        tool,
+    );
+    let _ = writeln!(
+        out,
+        "\nMeasured: a `btrfs` storage `{storage}` on a fresh 1 GiB btrfs file system in an \
+         image file below the daemon's root, loop-mounted (removed afterwards); CT {vmid} \
+         created on it (`rootfs={storage}:0`, otherwise as above) and made a template \
+         (`POST /nodes/{node}/lxc/{vmid}/template`: its rootfs becomes a base subvolume). \
+         Then {clones} calls of `POST /nodes/{node}/lxc/{vmid}/clone` (`newid`, `full=0`) on \
+         one kept-alive HTTPS connection, each timed until its task (`vzclone`) reports \
+         `stopped` with exit status OK (polled every 5 ms) and destroyed again afterwards \
+         (untimed). Baseline: `btrfs subvolume snapshot` of the same base subvolume by hand \
+         into the same file system (deleted again, untimed), as often, interleaved and \
+         alternating which goes first; median and 90th percentile (nearest rank). The clone \
+         runs that one tool, so the ratio is what the API adds around it: the task, the \
+         new id claimed atomically, the new config with new MAC addresses.",
+        storage = crate::lxc::CLONE_STORAGE,
+        vmid = crate::lxc::TEMPLATE_VMID,
+        clones = f.clones,
+    );
+}
+
+fn parallel_section(out: &mut String, f: &ParallelFigures, node: &str) {
+    let n = f.count;
+    out.push_str(TABLE_HEAD);
+    match f.sequential_ms {
+        Some(one) => {
+            let _ = writeln!(
+                out,
+                "| {n} creates at once, wall time | {} | {} ({n} × one create alone) | {:.2} | — |",
+                secs(f.create_ms),
+                secs(one * n as f64),
+                ratio(f.create_ms, one * n as f64)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "| {n} creates at once, wall time | {} | — | — | — |",
+                secs(f.create_ms)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "| failed creates | {} of {n} | — | — | 0 ({}) |",
+        f.create_failures,
+        verdict(f.create_failures == 0)
+    );
+    let _ = writeln!(
+        out,
+        "| {} destroys at once, wall time | {} | — | — | — |",
+        f.destroyed,
+        secs(f.destroy_ms)
+    );
+    let _ = writeln!(
+        out,
+        "| failed destroys | {} of {} | — | — | 0 ({}) |",
+        f.destroy_failures,
+        f.destroyed,
+        verdict(f.destroy_failures == 0)
+    );
+    for (what, errors) in [
+        ("creates", &f.create_errors),
+        ("destroys", &f.destroy_errors),
+    ] {
+        if !errors.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFailed {what} (first {}):\n\n```\n{}\n```",
+                errors.len(),
+                errors.join("\n")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nMeasured: {n} threads of the bench, each with its own kept-alive HTTPS connection \
+         (opened before the clock starts), send `POST /nodes/{node}/lxc` for CTs \
+         {first}…{last} (the parameters above) at the same moment and poll their tasks every \
+         {poll} ms; the wall time runs from the common start until the last task has \
+         stopped. A create fails when the call is refused or its task does not end OK. Then \
+         every one of those CTs that exists is destroyed the same way (`DELETE \
+         /nodes/{node}/lxc/<vmid>`). Baseline: {n} times the median of one create alone \
+         (above), i.e. the same creates one after another; a ratio below 1 is what running \
+         them concurrently gains.",
+        first = crate::lxc::FIRST_PARALLEL,
+        last = crate::lxc::FIRST_PARALLEL as usize + n.saturating_sub(1),
+        poll = crate::lxc::PARALLEL_POLL.as_millis(),
+    );
+}
+
 fn latency_row(out: &mut String, figure: &str, value: f64, baseline: f64, what: &str) {
     let _ = writeln!(
         out,
@@ -393,6 +600,11 @@ fn ms(value: f64) -> String {
     format!("{value:.2} ms")
 }
 
+/// Milliseconds shown as seconds.
+fn secs(value_ms: f64) -> String {
+    format!("{:.2} s", value_ms / 1000.0)
+}
+
 /// A rounded count with thousands separators: `12,345`.
 fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
@@ -435,6 +647,7 @@ mod tests {
             idle: Err("daemon: exited".into()),
             api: Err("daemon: exited".into()),
             storage: StorageFigures::skipped("skipped: run with --no-storage"),
+            lxc: LxcFigures::skipped("skipped: run with --no-lxc"),
         };
         let text = render(&run);
         assert!(text.starts_with("# Benchmarks\n"));
@@ -442,6 +655,7 @@ mod tests {
         assert!(text.contains("Not measured in this run:\n\n```\ndisk full\n```"));
         assert!(text.contains("\n## Storage\n"));
         assert!(text.contains("btrfs: Not measured in this run:"));
+        assert!(text.contains("\n## Containers\n\n### Start\n\nNot measured in this run:"));
     }
 
     #[test]
@@ -492,5 +706,58 @@ mod tests {
         assert!(out.contains(
             "| `GET /nodes/n1/storage` p90 | 5.00 ms | 0.60 ms (`GET /version`) | 8.33 | — |"
         ));
+    }
+
+    #[test]
+    fn container_rows_carry_ratio_verdict_and_failures() {
+        use crate::stats::Latency;
+        let lat = |p50_ms, p90_ms| Latency { p50_ms, p90_ms };
+        let lxc = LxcFigures {
+            start: Ok(StartFigures {
+                rounds: 7,
+                api: lat(300.0, 320.0),
+                raw: lat(150.0, 160.0),
+            }),
+            create: Ok(CreateFigures {
+                rounds: 7,
+                template: "busybox-1.0_amd64.tar.gz".into(),
+                template_kib: 1100,
+                api: lat(200.0, 220.0),
+                tar: lat(20.0, 25.0),
+            }),
+            parallel: Ok(ParallelFigures {
+                count: 20,
+                create_ms: 2000.0,
+                create_failures: 1,
+                create_errors: vec!["CT 307: HTTP 500: boom".into()],
+                destroyed: 19,
+                destroy_ms: 1000.0,
+                destroy_failures: 0,
+                destroy_errors: vec![],
+                sequential_ms: Some(200.0),
+            }),
+            clone: Ok(LinkedCloneFigures {
+                clones: 10,
+                api: lat(120.0, 130.0),
+                snapshot: lat(40.0, 50.0),
+            }),
+        };
+        let mut out = String::new();
+        containers_section(&mut out, &lxc, "n1");
+        assert!(out.contains(
+            "| CT start p50, API call to init running | 300.00 ms | 150.00 ms (`lxc-start -d` + `lxc-wait`) | 2.00 | ratio ≤ 1.50 (**missed**) |"
+        ), "{out}");
+        assert!(out.contains("| CT create p50 | 200.00 ms | 20.00 ms (`tar -xpf`) | 10.00 | — |"));
+        assert!(out.contains(
+            "| CT linked clone p50 | 120.00 ms | 40.00 ms (`btrfs subvolume snapshot`) | 3.00 | ≤ 100 ms (**missed**) |"
+        ));
+        assert!(out.contains("`POST /nodes/n1/lxc/120/clone`"));
+        assert!(out.contains(
+            "| 20 creates at once, wall time | 2.00 s | 4.00 s (20 × one create alone) | 0.50 | — |"
+        ));
+        assert!(out.contains("| failed creates | 1 of 20 | — | — | 0 (**missed**) |"));
+        assert!(out.contains("| failed destroys | 0 of 19 | — | — | 0 (met) |"));
+        assert!(out.contains("```\nCT 307: HTTP 500: boom\n```"));
+        assert!(out.contains("CTs 300…319"));
     }
 }

@@ -179,7 +179,7 @@ def test_move_volume_between_storages(admin, nodename, templates, bt, lxc):  # n
     conf = api.config.get()
     assert conf["rootfs"].startswith(f"{bt}:"), conf
     assert conf["unused0"].startswith("local:"), conf
-    ok(admin, nodename, api.move_volume.post(volume="rootfs", storage="local", delete=1))
+    ok(admin, nodename, api.move_volume.post(volume="rootfs", storage="local", delete=1), timeout=180)
     conf = api.config.get()
     assert conf["rootfs"].startswith("local:") and "unused1" not in conf, conf
     ok(admin, nodename, api.status.start.post())

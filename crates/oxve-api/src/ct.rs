@@ -391,9 +391,8 @@ pub fn start(node: &Node, vmid: u32, log: &dyn Fn(&str)) -> ApiResult<()> {
     let ct =
         Ct::from_section(vmid, &loaded.conf.main).map_err(|e| ApiError::fail(e.to_string()))?;
     let lxc = node.lxc();
-    if lxc.state(vmid).map_err(lxc_err)? != RunState::Stopped {
-        return Err(ApiError::fail(format!("CT {vmid} already running")));
-    }
+    // Callers have checked that the CT is stopped; should it have been
+    // started in between, lxc-start refuses with its own error.
     if ct.template {
         return Err(ApiError::fail(format!(
             "CT {vmid} is a template, clone it instead"

@@ -144,6 +144,9 @@ async fn start(ctx: Ctx) -> ApiResult<Value> {
 
 /// Moves `[pve:pending]` into the config before a start.
 pub fn apply_pending(node: &Node, vmid: u32) -> ApiResult<()> {
+    if node.load_ct(vmid)?.conf.pending.is_empty() {
+        return Ok(());
+    }
     node.update_ct(vmid, |conf| {
         if conf.pending.is_empty() {
             return Ok(());

@@ -415,7 +415,10 @@ impl Rootfs {
             if st.uid != uid || st.gid != gid {
                 cvt(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })?;
             }
-            file.sync_all()?;
+            // No fsync: these files are regenerated from the CT config at
+            // every start, and the rename below keeps a reader from ever
+            // seeing half a file (ext4 flushes data before a replacing
+            // rename); six fsyncs per start cost more than the start.
             // SAFETY: renameat of NUL-terminated names within one open dir.
             cvt(unsafe {
                 libc::renameat(

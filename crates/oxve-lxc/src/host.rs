@@ -20,8 +20,8 @@ pub enum RunState {
 }
 
 impl RunState {
-    /// Upstream's `status` value: `running` (frozen counts as running, with
-    /// `lock`-less `paused` in `qmpstatus`-like fields elsewhere) or `stopped`.
+    /// Upstream's `status` value: `running` (a frozen CT counts as
+    /// running) or `stopped`.
     pub fn as_status(self) -> &'static str {
         match self {
             RunState::Stopped => "stopped",

@@ -84,12 +84,7 @@ async fn current(ctx: Ctx) -> ApiResult<Value> {
     let node = ctx.node.clone();
     super::node_storage::blocking(move || {
         let mut v = list_entry(&node, vmid)?;
-        let state = node.lxc().state(vmid).map_err(ct::lxc_err)?;
         v["ha"] = json!({"managed": 0});
-        if matches!(state, RunState::Frozen { .. }) {
-            v["status"] = json!("running");
-            v["lock"] = v.get("lock").cloned().unwrap_or(json!("suspended"));
-        }
         Ok(v)
     })
     .await

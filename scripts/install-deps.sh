@@ -14,6 +14,7 @@ packages=(
   qemu-utils                       # qemu-img: qcow2/vmdk images on file storages
   btrfs-progs                      # the btrfs storage plugin
   xz-utils zstd bzip2 gzip         # download-url decompression
+  busybox-static                   # minimal container root file systems in tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -206,17 +206,18 @@ def test_console_over_websocket(admin, nodename, lxc):
 def test_config_update_pending_while_running(admin, nodename, ct100):
     api = admin.nodes(nodename).lxc(ct100)
     digest = api.config.get()["digest"]
-    api.config.put(memory=192, description="hello: 100%", digest=digest)
+    # `tty` waits for the next start (memory would be hot-plugged).
+    api.config.put(tty=4, description="hello: 100%", digest=digest)
     with pytest.raises(ResourceException) as e:
-        api.config.put(memory=256, digest=digest)
+        api.config.put(tty=3, digest=digest)
     assert "modified" in str(e.value)
     conf = api.config.get(current=1)
-    assert conf["memory"] == 128
+    assert "tty" not in conf
     # Upstream keeps the comment lines' newlines in the description.
     assert conf["description"] == "hello: 100%\n"
     pending = {p["key"]: p for p in api.pending.get()}
-    assert pending["memory"]["value"] == 128 and pending["memory"]["pending"] == 192
-    assert api.config.get()["memory"] == 192
+    assert "value" not in pending["tty"] and pending["tty"]["pending"] == 4
+    assert api.config.get()["tty"] == 4
 
 
 def test_running_ct_cannot_be_destroyed(admin, nodename, ct100):
@@ -243,7 +244,7 @@ def test_shutdown_applies_pending_on_next_start(node, ct100, lxc):
     assert rootfs not in Path("/proc/self/mountinfo").read_text()
     ok(lxc.admin, lxc.node, api.status.start.post())
     conf = api.config.get(current=1)
-    assert conf["memory"] == 192
+    assert conf["tty"] == 4
     assert api.pending.get() and all("pending" not in p for p in api.pending.get())
     ok(lxc.admin, lxc.node, api.status.stop.post())
     assert api.status.current.get()["status"] == "stopped"

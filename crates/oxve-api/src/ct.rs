@@ -13,7 +13,7 @@ use crate::node::Node;
 use oxve_lxc::host::{LxcHost, RunState};
 use oxve_lxc::lxcconf::HostEnv;
 use oxve_lxc::model::{MountKind, MountPoint};
-use oxve_lxc::mount::{MountSource, SourceKind};
+use oxve_lxc::mount::{BlockDevice, MountSource};
 use oxve_lxc::Ct;
 use oxve_schema::ctconfig::CtConfig;
 use oxve_storage::{Content, StoragePlugin, StorageType, VolumeId};
@@ -213,6 +213,7 @@ pub fn host_env(node: &Node, ct: &Ct) -> ApiResult<HostEnv> {
             .map(|n| n.get() as u32)
             .unwrap_or(1),
         idmap,
+        quota_devices: Vec::new(),
     })
 }
 
@@ -229,64 +230,53 @@ pub fn ct_idmap(ct: &Ct) -> ApiResult<oxve_lxc::idmap::IdMap> {
 
 /// Resolves a mount point to what is mounted: a volume through its
 /// storage plugin (activated), a bind-mounted host directory or a device.
-pub fn resolve_mount(node: &Node, mp: &MountPoint) -> ApiResult<MountSource> {
-    let (source, kind) = match mp.kind() {
+/// `warn` gets upstream's warnings (quotas asked for on a directory).
+pub fn resolve_mount(
+    node: &Node,
+    mp: &MountPoint,
+    warn: &mut dyn FnMut(&str),
+) -> ApiResult<MountSource> {
+    let volume_path = match mp.kind() {
         MountKind::Volume => {
             let vol = VolumeId::parse(&mp.volume)?;
             let plugin = node.open_storage(&vol.storage)?;
             plugin.activate()?;
             plugin.activate_volume(&vol.volname)?;
-            let path = plugin.path(&vol.volname)?;
-            let kind = source_kind(&path);
-            (path, kind)
+            Some(plugin.path(&vol.volname)?)
         }
-        MountKind::Bind => {
-            let path = PathBuf::from(&mp.volume);
-            if !path.is_dir() {
-                return Err(ApiError::fail(format!(
-                    "{}: bind mount source '{}' is not a directory",
-                    mp.key, mp.volume
-                )));
-            }
-            (path, SourceKind::Dir)
-        }
-        MountKind::Device => (PathBuf::from(&mp.volume), SourceKind::Block),
+        MountKind::Bind | MountKind::Device => None,
     };
-    Ok(MountSource {
-        target: mp.mp.clone(),
-        source,
-        kind,
-        ro: mp.ro,
-        options: mp.mountoptions.clone(),
-    })
+    MountSource::of(mp, volume_path.as_deref(), warn).map_err(lxc_err)
 }
 
-fn source_kind(path: &Path) -> SourceKind {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => SourceKind::Dir,
-        Ok(m) if m.file_type().is_block_device() => SourceKind::Block,
-        _ => SourceKind::Image,
-    }
-}
-
-/// Mounts every mount point of `ct` under its run directory's rootfs.
+/// Mounts every mount point of `ct` under its run directory's rootfs
+/// (what is mounted there already, e.g. by `pct mount`, is unmounted
+/// first). Warnings go to the daemon's log.
 pub fn mount_ct(node: &Node, ct: &Ct) -> ApiResult<PathBuf> {
+    let warn = &mut |w: &str| tracing::warn!(vmid = ct.vmid, "{w}");
+    mount_ct_logged(node, ct, warn).map(|(rootfs, _)| rootfs)
+}
+
+/// [`mount_ct`] with the warnings for a task log; also returns the block
+/// devices of mounts with quotas, which the started CT gets.
+pub fn mount_ct_logged(
+    node: &Node,
+    ct: &Ct,
+    warn: &mut dyn FnMut(&str),
+) -> ApiResult<(PathBuf, Vec<BlockDevice>)> {
     let lxc = node.lxc();
     lxc.prepare_dir(ct.vmid).map_err(lxc_err)?;
     let rootfs = lxc.rootfs_dir(ct.vmid);
-    if oxve_lxc::mount::is_mounted(&rootfs) {
-        oxve_lxc::mount::unmount_all(&rootfs).map_err(lxc_err)?;
-    }
+    oxve_lxc::mount::unmount_all(&rootfs).map_err(lxc_err)?;
     if ct.rootfs.is_none() {
         return Err(ApiError::fail(format!("CT {} has no rootfs", ct.vmid)));
     }
     let mounts = ct
         .mount_points()
-        .map(|mp| resolve_mount(node, mp))
+        .map(|mp| resolve_mount(node, mp, warn))
         .collect::<ApiResult<Vec<_>>>()?;
-    oxve_lxc::mount::mount_all(&rootfs, &mounts).map_err(lxc_err)?;
-    Ok(rootfs)
+    let devices = oxve_lxc::mount::mount_all(&rootfs, &mounts, root_ids(ct)?).map_err(lxc_err)?;
+    Ok((rootfs, devices))
 }
 
 /// An `oxve-lxc` error as an API error.
@@ -387,7 +377,11 @@ pub fn check_bridges(node: &Node, ct: &Ct) -> ApiResult<()> {
 /// mounted.
 pub fn start(node: &Node, vmid: u32, log: &dyn Fn(&str)) -> ApiResult<()> {
     let loaded = node.load_ct(vmid)?;
-    check_unlocked(&loaded.conf)?;
+    // A CT mounted by `pct mount` starts (its mounts are replaced by the
+    // start's own), as upstream.
+    if loaded.conf.main.get("lock") != Some("mounted") {
+        check_unlocked(&loaded.conf)?;
+    }
     let ct =
         Ct::from_section(vmid, &loaded.conf.main).map_err(|e| ApiError::fail(e.to_string()))?;
     let lxc = node.lxc();
@@ -398,9 +392,17 @@ pub fn start(node: &Node, vmid: u32, log: &dyn Fn(&str)) -> ApiResult<()> {
             "CT {vmid} is a template, clone it instead"
         )));
     }
+    // quotactl(2) needs CAP_SYS_ADMIN of the host's user namespace.
+    if ct.unprivileged && ct.mount_points().any(|mp| mp.quota) {
+        return Err(ApiError::fail(
+            "Quotas are not supported by unprivileged containers.",
+        ));
+    }
     check_bridges(node, &ct)?;
-    let env = host_env(node, &ct)?;
-    let rootfs = mount_ct(node, &ct)?;
+    let mut env = host_env(node, &ct)?;
+    let warn = &mut |w: &str| log(&format!("WARN: {w}"));
+    let (rootfs, quota_devices) = mount_ct_logged(node, &ct, warn)?;
+    env.quota_devices = quota_devices;
     let result = (|| {
         if ct.ostype.as_deref() != Some("unmanaged") {
             oxve_lxc::setup::pre_start(&rootfs, &setup_params(&ct, root_ids(&ct)?))

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod coverage;
 pub mod ct;
+pub mod ct_hotplug;
 pub mod ct_snapshot;
 pub mod dispatch;
 pub mod error;

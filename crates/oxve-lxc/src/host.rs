@@ -1,5 +1,5 @@
-//! Driving real LXC: `lxc-start`, `lxc-stop`, `lxc-info`, `lxc-freeze`,
-//! `lxc-attach` for the containers of one node.
+//! Driving real LXC: `lxc-start`, `lxc-stop`, `lxc-freeze`, `lxc-attach`
+//! for the containers of one node, and their state from LXC's monitor.
 //!
 //! Every tool runs inside the node's network namespace (`--netns`): the
 //! host ends of the veths land there, and LXC's command sockets are
@@ -116,13 +116,45 @@ impl LxcHost {
     /// A command for an `lxc-*` tool of container `vmid`, set to run in
     /// the node's network namespace.
     pub fn tool(&self, tool: &str, vmid: u32) -> Command {
+        let mut cmd = self.bare_tool(tool, vmid);
+        self.enter_netns(&mut cmd);
+        cmd
+    }
+
+    /// The command for an `lxc-*` tool without a namespace switch: for
+    /// [`LxcHost::in_netns`].
+    fn bare_tool(&self, tool: &str, vmid: u32) -> Command {
         let mut cmd = Command::new(tool);
         cmd.arg("-n")
             .arg(vmid.to_string())
             .arg("-P")
             .arg(&self.lxcpath);
-        self.enter_netns(&mut cmd);
         cmd
+    }
+
+    /// Runs `f` in the node's network namespace, in a short-lived thread
+    /// that joined it: processes it starts are born there (a child gets
+    /// the namespaces of the thread that forks it). Unlike a `pre_exec`
+    /// hook this lets the standard library spawn by `posix_spawn` (vfork)
+    /// instead of copying the daemon's address space for every tool.
+    pub fn in_netns<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        let Some(name) = &self.netns else {
+            return f();
+        };
+        let path = Path::new("/run/netns").join(name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = std::fs::File::open(&path)?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+        })
     }
 
     /// Makes `cmd` join the node's network namespace before it runs.
@@ -164,7 +196,7 @@ impl LxcHost {
 
     /// Starts the container (daemonized: it outlives the caller).
     pub fn start(&self, vmid: u32, debug: bool) -> Result<(), LxcError> {
-        let mut cmd = self.tool("lxc-start", vmid);
+        let mut cmd = self.bare_tool("lxc-start", vmid);
         cmd.arg("-d");
         if debug {
             cmd.args(["-l", "DEBUG", "-o"]).arg(self.log_file(vmid));
@@ -176,7 +208,7 @@ impl LxcHost {
         let err =
             std::fs::File::create(&err_path).map_err(|e| io_err("cannot create", &err_path, e))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
-        let status = cmd.status().map_err(|e| {
+        let status = self.in_netns(|| cmd.status()).map_err(|e| {
             LxcError::Command(format!("cannot run 'lxc-start' (is lxc installed?): {e}"))
         })?;
         if status.success() {
@@ -205,33 +237,27 @@ impl LxcHost {
         })
     }
 
-    /// The container's state (`Stopped` when LXC does not know it).
+    /// The container's state (`Stopped` when LXC does not know it), asked
+    /// of its monitor over the command socket (see `cmdsock`). A container
+    /// on its way up or down counts as running while it has an init pid.
     pub fn state(&self, vmid: u32) -> Result<RunState, LxcError> {
-        if !self.ct_dir(vmid).join("config").exists() {
-            return Ok(RunState::Stopped);
-        }
-        let mut cmd = self.tool("lxc-info", vmid);
-        cmd.args(["-s", "-p"]);
-        let out = run(&mut cmd)?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field = |label: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(label))
-                .map(|v| v.trim().to_string())
-        };
-        let state = field("State:").unwrap_or_default();
-        let pid = field("PID:").and_then(|p| p.parse().ok());
-        Ok(match (state.as_str(), pid) {
-            ("RUNNING", Some(pid)) => RunState::Running { pid },
-            ("FROZEN", Some(pid)) => RunState::Frozen { pid },
-            _ => RunState::Stopped,
+        use crate::cmdsock::MonitorState as M;
+        let name = vmid.to_string();
+        let answer =
+            crate::cmdsock::query(&self.lxcpath, &name, self.netns.as_deref()).map_err(|e| {
+                LxcError::Command(format!("cannot ask LXC for the state of CT {vmid}: {e}"))
+            })?;
+        Ok(match answer {
+            Some((M::Frozen | M::Freezing, Some(pid))) => RunState::Frozen { pid },
+            Some((M::Stopped | M::Aborting, _)) | Some((_, None)) | None => RunState::Stopped,
+            Some((_, Some(pid))) => RunState::Running { pid },
         })
     }
 
     /// Stops the container: `kill` at once, or a clean shutdown (SIGPWR to
     /// init) that waits `timeout` seconds and then kills unless `nokill`.
     pub fn stop(&self, vmid: u32, kill: bool, timeout: u64, nokill: bool) -> Result<(), LxcError> {
-        let mut cmd = self.tool("lxc-stop", vmid);
+        let mut cmd = self.bare_tool("lxc-stop", vmid);
         if kill {
             cmd.arg("-k");
         } else {
@@ -240,7 +266,7 @@ impl LxcHost {
                 cmd.arg("--nokill");
             }
         }
-        let out = run(&mut cmd)?;
+        let out = self.run(&mut cmd)?;
         if out.status.success() || self.state(vmid)? == RunState::Stopped {
             return Ok(());
         }
@@ -252,19 +278,27 @@ impl LxcHost {
 
     /// Reboots the container (init gets SIGINT, as `lxc-stop -r`).
     pub fn reboot(&self, vmid: u32) -> Result<(), LxcError> {
-        let mut cmd = self.tool("lxc-stop", vmid);
+        let mut cmd = self.bare_tool("lxc-stop", vmid);
         cmd.arg("-r");
-        check(run(&mut cmd)?, "rebooting", vmid)
+        check(self.run(&mut cmd)?, "rebooting", vmid)
     }
 
     /// Freezes (`true`) or thaws the container's processes.
     pub fn freeze(&self, vmid: u32, frozen: bool) -> Result<(), LxcError> {
         let tool = if frozen { "lxc-freeze" } else { "lxc-unfreeze" };
         check(
-            run(&mut self.tool(tool, vmid))?,
+            self.run(&mut self.bare_tool(tool, vmid))?,
             if frozen { "suspending" } else { "resuming" },
             vmid,
         )
+    }
+
+    /// Runs a tool in the node's network namespace and collects its output.
+    fn run(&self, cmd: &mut Command) -> Result<Output, LxcError> {
+        let prog = cmd.get_program().to_string_lossy().into_owned();
+        cmd.stdin(Stdio::null());
+        self.in_netns(|| cmd.output())
+            .map_err(|e| LxcError::Command(format!("cannot run '{prog}' (is lxc installed?): {e}")))
     }
 
     /// A command that runs `argv` inside the running container.
@@ -276,13 +310,6 @@ impl LxcHost {
         cmd.arg("--").args(argv);
         cmd
     }
-}
-
-fn run(cmd: &mut Command) -> Result<Output, LxcError> {
-    let prog = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
-        .output()
-        .map_err(|e| LxcError::Command(format!("cannot run '{prog}' (is lxc installed?): {e}")))
 }
 
 fn check(out: Output, what: &str, vmid: u32) -> Result<(), LxcError> {

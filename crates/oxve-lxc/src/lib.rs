@@ -2,9 +2,11 @@
 //! the OS setup of a container's root filesystem, and the lifecycle with
 //! real LXC (`lxc-start`, `lxc-stop`, `lxc-info`, `lxc-attach`).
 
+pub mod cmdsock;
 pub mod create;
 pub mod error;
 pub mod host;
+pub mod hotplug;
 pub mod idmap;
 pub mod lxcconf;
 pub mod model;

@@ -8,6 +8,7 @@
 
 use crate::idmap::IdMap;
 use crate::model::Ct;
+use crate::mount::BlockDevice;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -34,6 +35,9 @@ pub struct HostEnv {
     pub host_cpus: u32,
     /// The id mapping of an unprivileged container.
     pub idmap: Option<IdMap>,
+    /// Block devices of the mounts with quotas: the container gets their
+    /// nodes and may use them (`quotacheck`, `quotaon`), as upstream.
+    pub quota_devices: Vec<BlockDevice>,
 }
 
 /// Devices every container may use (as LXC's common.conf and upstream).
@@ -136,6 +140,12 @@ pub fn render(ct: &Ct, env: &HostEnv) -> String {
     for dev in DEVICES {
         line(&format!("{cg}.devices.allow"), dev);
     }
+    for dev in &env.quota_devices {
+        line(
+            &format!("{cg}.devices.allow"),
+            &format!("b {}:{} rwm", dev.major, dev.minor),
+        );
+    }
     for dev in &ct.devs {
         line(
             "lxc.mount.entry",
@@ -143,6 +153,16 @@ pub fn render(ct: &Ct, env: &HostEnv) -> String {
                 "{} {} none bind,create=file,optional 0 0",
                 dev.path,
                 dev.path.trim_start_matches('/')
+            ),
+        );
+    }
+    for dev in &env.quota_devices {
+        let path = dev.path.display().to_string();
+        line(
+            "lxc.mount.entry",
+            &format!(
+                "{path} {} none bind,create=file 0 0",
+                path.trim_start_matches('/')
             ),
         );
     }
@@ -186,7 +206,7 @@ pub fn render(ct: &Ct, env: &HostEnv) -> String {
     out
 }
 
-fn cgroup_limits(ct: &Ct, env: &HostEnv, line: &mut impl FnMut(&str, &str)) {
+pub(crate) fn cgroup_limits(ct: &Ct, env: &HostEnv, line: &mut impl FnMut(&str, &str)) {
     let memory = ct.memory * MIB;
     let swap = ct.swap * MIB;
     let cpuunits = ct.cpuunits;
@@ -242,4 +262,44 @@ fn cgroup_limits(ct: &Ct, env: &HostEnv, line: &mut impl FnMut(&str, &str)) {
 /// The host side of a CT NIC, as upstream names it: `veth<vmid>i<n>`.
 pub fn veth_name(vmid: u32, index: u32) -> String {
     format!("veth{vmid}i{index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_devices_are_allowed_and_bound_into_the_container() {
+        let (conf, _) = oxve_schema::ctconfig::CtConfig::parse(
+            "hostname: q\nrootfs: local:100/vm-100-disk-0.raw,size=1G,quota=1\n",
+            true,
+        )
+        .unwrap();
+        let ct = Ct::from_section(100, &conf.main).unwrap();
+        let env = HostEnv {
+            rootfs: PathBuf::from("/r"),
+            log_file: PathBuf::from("/l"),
+            hook: None,
+            cgroup_v2: true,
+            memsw: false,
+            seccomp: None,
+            apparmor: false,
+            host_cpus: 1,
+            idmap: None,
+            quota_devices: vec![BlockDevice {
+                path: PathBuf::from("/dev/loop3"),
+                major: 7,
+                minor: 3,
+            }],
+        };
+        let text = render(&ct, &env);
+        assert!(
+            text.contains("lxc.cgroup2.devices.allow = b 7:3 rwm\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lxc.mount.entry = /dev/loop3 dev/loop3 none bind,create=file 0 0\n"),
+            "{text}"
+        );
+    }
 }

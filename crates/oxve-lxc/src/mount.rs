@@ -1,7 +1,19 @@
-//! Mounting a container's volumes under its run directory before start,
-//! and unmounting them after it stops (also from LXC's post-stop hook).
+//! Mounting a container's volumes under its rootfs directory (before
+//! start, and for `pct mount`), and unmounting them after it stops (also
+//! from LXC's post-stop hook).
+//!
+//! A mount target is resolved inside the container's tree with
+//! `openat2(RESOLVE_IN_ROOT)`: a symlink on the way (`/var/run -> /run`,
+//! `../../x`) is followed as if the rootfs were `/`, so it never leads
+//! outside. Missing directories on the way are created, owned by the
+//! container's root. The mount then goes onto the opened directory itself
+//! (`/proc/<pid>/fd/<n>`), so the path cannot change in between.
 
 use crate::error::{io_err, LxcError};
+use crate::model::{MountKind, MountPoint};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,41 +38,153 @@ pub struct MountSource {
     pub ro: bool,
     /// `noatime`, `nodev`, ... from `mountoptions`.
     pub options: Vec<String>,
+    /// Journaled user and group quotas (`quota=1` on a writable file
+    /// system; directories cannot have them).
+    pub quota: bool,
 }
 
-/// Mounts `mounts` under `rootfs`, parents before children (by path depth).
-/// On failure, what was mounted is unmounted again.
-pub fn mount_all(rootfs: &Path, mounts: &[MountSource]) -> Result<(), LxcError> {
+/// A block device that a container sees as `/dev/<name>`: the device of a
+/// mount with quotas, which `quotacheck` and `quotaon` inside open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDevice {
+    /// The device node on the host (`/dev/loop3`); the same path inside.
+    pub path: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// ext4's journaled quota options, as upstream mounts a volume with `quota=1`.
+const QUOTA_OPTIONS: [&str; 3] = [
+    "usrjquota=aquota.user",
+    "grpjquota=aquota.group",
+    "jqfmt=vfsv0",
+];
+
+impl MountSource {
+    /// What mount point `mp` mounts. `volume_path` is the host path of a
+    /// storage volume (`MountKind::Volume`), which the caller finds through
+    /// the storage layer — the daemon with its plugins, `pct mount` through
+    /// the API. Quotas asked for on a directory are dropped with upstream's
+    /// warning.
+    pub fn of(
+        mp: &MountPoint,
+        volume_path: Option<&Path>,
+        warn: &mut dyn FnMut(&str),
+    ) -> Result<MountSource, LxcError> {
+        let (source, kind) = match mp.kind() {
+            MountKind::Volume => {
+                let path = volume_path.ok_or_else(|| {
+                    LxcError::Config(format!("{}: no path for volume '{}'", mp.key, mp.volume))
+                })?;
+                match source_kind(path) {
+                    SourceKind::Dir => (path.to_path_buf(), SourceKind::Dir),
+                    // Images and devices by their real path (loop devices,
+                    // /dev/dm-N), as upstream.
+                    kind => (
+                        path.canonicalize()
+                            .map_err(|e| io_err("cannot find volume", path, e))?,
+                        kind,
+                    ),
+                }
+            }
+            MountKind::Bind => {
+                let path = PathBuf::from(&mp.volume);
+                if !path.is_dir() {
+                    return Err(LxcError::Config(format!(
+                        "{}: bind mount source '{}' is not a directory",
+                        mp.key, mp.volume
+                    )));
+                }
+                (path, SourceKind::Dir)
+            }
+            MountKind::Device => (PathBuf::from(&mp.volume), SourceKind::Block),
+        };
+        let mut quota = mp.quota && !mp.ro;
+        if quota && kind == SourceKind::Dir {
+            warn(if mp.kind() == MountKind::Volume {
+                "cannot enable quota control for bind mounted subvolumes"
+            } else {
+                "cannot enable quota control for bind mounts"
+            });
+            quota = false;
+        }
+        Ok(MountSource {
+            target: mp.mp.clone(),
+            source,
+            kind,
+            ro: mp.ro,
+            options: mp.mountoptions.clone(),
+            quota,
+        })
+    }
+}
+
+fn source_kind(path: &Path) -> SourceKind {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => SourceKind::Dir,
+        Ok(m) if m.file_type().is_block_device() => SourceKind::Block,
+        _ => SourceKind::Image,
+    }
+}
+
+/// Mounts `mounts` under `rootfs`, parents before children (by path depth);
+/// directories created on the way belong to `owner` (the container's root
+/// on the host). Returns the block devices of the mounts with quotas. On
+/// failure, what was mounted is unmounted again.
+pub fn mount_all(
+    rootfs: &Path,
+    mounts: &[MountSource],
+    owner: (u32, u32),
+) -> Result<Vec<BlockDevice>, LxcError> {
     let mut sorted: Vec<&MountSource> = mounts.iter().collect();
     sorted.sort_by_key(|m| {
         m.target.trim_end_matches('/').matches('/').count() + usize::from(m.target != "/")
     });
+    let mut devices = Vec::new();
     for m in sorted {
-        if let Err(e) = mount_one(rootfs, m) {
-            let _ = unmount_all(rootfs);
-            return Err(e);
+        match mount_one(rootfs, m, owner) {
+            Ok(Some(dev)) => devices.push(dev),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = unmount_all(rootfs);
+                return Err(e);
+            }
         }
     }
-    Ok(())
+    Ok(devices)
 }
 
-fn mount_one(rootfs: &Path, m: &MountSource) -> Result<(), LxcError> {
-    let target = target_path(rootfs, &m.target)?;
-    if !target.exists() {
-        std::fs::create_dir_all(&target)
-            .map_err(|e| io_err("cannot create mount point", &target, e))?;
-    }
+fn mount_one(
+    rootfs: &Path,
+    m: &MountSource,
+    owner: (u32, u32),
+) -> Result<Option<BlockDevice>, LxcError> {
+    let dir = open_target(rootfs, &m.target, owner)?;
+    // The opened directory as a path the kernel resolves to exactly it,
+    // also from the `mount` tool (a child process).
+    let target = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        dir.as_raw_fd()
+    ));
     if m.kind == SourceKind::Dir && m.options.is_empty() {
-        return bind(&m.source, &target, m.ro);
+        bind(&m.source, &target, m.ro)?;
+        return Ok(None);
     }
     let mut opts: Vec<String> = m.options.clone();
+    // `-c`: the target is passed to the kernel as it is, not canonicalized.
     let mut cmd = Command::new("mount");
+    cmd.arg("-c");
     match m.kind {
         SourceKind::Dir => {
             cmd.arg("--bind");
         }
         SourceKind::Image => opts.push("loop".into()),
         SourceKind::Block => {}
+    }
+    if m.quota {
+        opts.extend(QUOTA_OPTIONS.iter().map(|o| o.to_string()));
     }
     if m.ro && m.kind != SourceKind::Dir {
         opts.push("ro".into());
@@ -72,10 +196,20 @@ fn mount_one(rootfs: &Path, m: &MountSource) -> Result<(), LxcError> {
     run(cmd, "mount", &m.source)?;
     if m.ro && m.kind == SourceKind::Dir {
         let mut cmd = Command::new("mount");
-        cmd.args(["-o", "remount,bind,ro"]).arg(&target);
-        run(cmd, "remount read-only", &target)?;
+        cmd.args(["-c", "-o", "remount,bind,ro"]).arg(&target);
+        run(cmd, "remount read-only", &m.source)?;
     }
-    Ok(())
+    if !m.quota {
+        return Ok(None);
+    }
+    let host_path =
+        std::fs::read_link(&target).map_err(|e| io_err("cannot resolve", &target, e))?;
+    mounted_device(&host_path).map(Some).ok_or_else(|| {
+        LxcError::Command(format!(
+            "cannot find the block device mounted at '{}'",
+            host_path.display()
+        ))
+    })
 }
 
 /// A bind mount by syscall (the common case of a subvolume rootfs: no
@@ -101,32 +235,173 @@ fn bind(source: &Path, target: &Path, ro: bool) -> Result<(), LxcError> {
     Ok(())
 }
 
-/// The host path of container path `inner` below `rootfs`; `..` and
-/// relative paths are refused.
-fn target_path(rootfs: &Path, inner: &str) -> Result<PathBuf, LxcError> {
+/// Opens container path `inner` as a directory below `rootfs`, resolved
+/// inside it, creating missing directories (owned by `owner`). Relative
+/// paths and `..` components are refused.
+fn open_target(rootfs: &Path, inner: &str, owner: (u32, u32)) -> Result<OwnedFd, LxcError> {
     if !inner.starts_with('/') || inner.split('/').any(|c| c == "..") {
         return Err(LxcError::Config(format!(
             "mount point path '{inner}' must be absolute and without '..'"
         )));
     }
-    let rel = inner.trim_start_matches('/');
-    let path = if rel.is_empty() {
-        rootfs.to_path_buf()
-    } else {
-        rootfs.join(rel)
+    let fail = |what: &str, e: io::Error| {
+        LxcError::Io(format!("cannot {what} mount point '{inner}': {e}"))
     };
-    // A symlink in the container's tree must not lead the mount outside.
-    if let Ok(real) = path.canonicalize() {
-        let root = rootfs
-            .canonicalize()
-            .map_err(|e| io_err("cannot resolve", rootfs, e))?;
-        if !real.starts_with(&root) {
-            return Err(LxcError::Config(format!(
-                "mount point '{inner}' leads outside the container"
-            )));
+    let root = open_dir(rootfs).map_err(|e| io_err("cannot open", rootfs, e))?;
+    let mut dir = open_in_root(&root, ".").map_err(|e| fail("open", e))?;
+    let mut walked = String::new();
+    for name in inner.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if !walked.is_empty() {
+            walked.push('/');
+        }
+        walked.push_str(name);
+        dir = match open_in_root(&root, &walked) {
+            Ok(next) => next,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // `dir` is the resolved parent: a plain name below it stays
+                // inside the container.
+                make_dir(&dir, name, owner).map_err(|e| fail("create", e))?;
+                open_in_root(&root, &walked).map_err(|e| fail("open", e))?
+            }
+            Err(e) => return Err(fail("open", e)),
+        };
+    }
+    Ok(dir)
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: open(2) of a NUL-terminated path; the fd is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens directory `rel` below `root` as the container sees it: symlinks
+/// and `..` resolve with `root` as `/` (`RESOLVE_IN_ROOT`).
+fn open_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
+    let c = CString::new(rel)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    for _ in 0..16 {
+        // SAFETY: openat2 reads `how` (of the size passed) and the
+        // NUL-terminated path; the returned fd is owned below.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // A concurrent rename raced with the resolution of `..`.
+            Some(libc::EAGAIN) => continue,
+            Some(libc::ENOSYS) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the kernel lacks openat2(2) (Linux 5.6 or newer is needed)",
+                ))
+            }
+            _ => return Err(err),
         }
     }
-    Ok(path)
+    Err(io::Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// `mkdir` of `name` in directory `parent`, owned by `owner`; one that
+/// appeared meanwhile is fine.
+fn make_dir(parent: &OwnedFd, name: &str, owner: (u32, u32)) -> io::Result<()> {
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: mkdirat of a NUL-terminated name in an open directory.
+    if unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o755) } < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EEXIST) => Ok(()),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: fchownat of a NUL-terminated name in an open directory,
+    // not following a symlink.
+    let ret = unsafe {
+        libc::fchownat(
+            parent.as_raw_fd(),
+            c.as_ptr(),
+            owner.0,
+            owner.1,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The block device mounted on top at `dir`, from the kernel's table.
+fn mounted_device(dir: &Path) -> Option<BlockDevice> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .rev()
+        .filter_map(parse_mountinfo)
+        .find(|e| Path::new(&e.mount_point) == dir)
+        .and_then(|e| {
+            let path = Path::new(&e.source).canonicalize().ok()?;
+            path.starts_with("/dev/").then_some(BlockDevice {
+                path,
+                major: e.major,
+                minor: e.minor,
+            })
+        })
+}
+
+/// The fields of one `/proc/self/mountinfo` line that matter here.
+struct MountInfo {
+    major: u32,
+    minor: u32,
+    mount_point: String,
+    source: String,
+}
+
+fn parse_mountinfo(line: &str) -> Option<MountInfo> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let (major, minor) = fields.get(2)?.split_once(':')?;
+    let sep = fields.iter().position(|f| *f == "-")?;
+    Some(MountInfo {
+        major: major.parse().ok()?,
+        minor: minor.parse().ok()?,
+        mount_point: unescape(fields.get(4)?),
+        source: unescape(fields.get(sep + 2)?),
+    })
 }
 
 /// Mount points at or below `dir`, deepest first, from the kernel's table.
@@ -219,14 +494,99 @@ mod tests {
         assert_eq!(unescape("/plain"), "/plain");
     }
 
+    fn me() -> (u32, u32) {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+
+    /// Where an opened target is on the host.
+    fn resolved(rootfs: &Path, inner: &str) -> PathBuf {
+        let fd = open_target(rootfs, inner, me()).unwrap();
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+    }
+
     #[test]
-    fn refuses_escaping_targets() {
+    fn refuses_relative_and_dotdot_targets() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(target_path(dir.path(), "/../etc").is_err());
-        assert!(target_path(dir.path(), "relative").is_err());
-        std::os::unix::fs::symlink("/etc", dir.path().join("evil")).unwrap();
-        let err = target_path(dir.path(), "/evil").unwrap_err().to_string();
-        assert!(err.contains("outside"), "{err}");
-        assert_eq!(target_path(dir.path(), "/").unwrap(), dir.path());
+        assert!(open_target(dir.path(), "/../etc", me()).is_err());
+        assert!(open_target(dir.path(), "relative", me()).is_err());
+        let root = dir.path().canonicalize().unwrap();
+        assert_eq!(resolved(&root, "/"), root);
+    }
+
+    #[test]
+    fn absolute_symlink_resolves_inside_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        // As in most distributions: /var/run -> /run.
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        let name = format!("oxve-mount-test-{}", std::process::id());
+        let got = resolved(&root, &format!("/var/run/{name}/data"));
+        assert_eq!(got, root.join("run").join(&name).join("data"));
+        assert!(got.is_dir());
+        assert!(!Path::new("/run").join(&name).exists());
+    }
+
+    #[test]
+    fn escaping_dotdot_symlink_stays_inside_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc", root.join("evil")).unwrap();
+        let name = format!("oxve-mount-test-{}", std::process::id());
+        let got = resolved(&root, &format!("/evil/{name}"));
+        assert_eq!(got, root.join("etc").join(&name));
+        assert!(!Path::new("/etc").join(&name).exists());
+        // A dangling symlink is not replaced by a directory.
+        std::os::unix::fs::symlink("/nowhere/x", root.join("dangling")).unwrap();
+        let err = open_target(&root, "/dangling", me()).unwrap_err();
+        assert!(err.to_string().contains("'/dangling'"), "{err}");
+    }
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let e = parse_mountinfo(
+            "73 27 7:0 / /tmp/a\\040b rw,relatime shared:1 - ext4 /dev/loop0 rw,jqfmt=vfsv0",
+        )
+        .unwrap();
+        assert_eq!((e.major, e.minor), (7, 0));
+        assert_eq!(e.mount_point, "/tmp/a b");
+        assert_eq!(e.source, "/dev/loop0");
+    }
+
+    #[test]
+    fn quota_on_directories_warns_as_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mp = crate::model::parse_mount_point(
+            "mp0",
+            &format!("{},mp=/data,quota=1", dir.path().display()),
+        )
+        .unwrap();
+        let mut warnings = Vec::new();
+        let m = MountSource::of(&mp, None, &mut |w| warnings.push(w.to_string())).unwrap();
+        assert!(!m.quota);
+        assert_eq!(warnings, ["cannot enable quota control for bind mounts"]);
+        let vol = crate::model::parse_mount_point("mp1", "local:subvol-100-disk-1,mp=/x,quota=1")
+            .unwrap();
+        warnings.clear();
+        MountSource::of(&vol, Some(dir.path()), &mut |w| {
+            warnings.push(w.to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            warnings,
+            ["cannot enable quota control for bind mounted subvolumes"]
+        );
+        let image = dir.path().join("vm-100-disk-2.raw");
+        std::fs::write(&image, b"").unwrap();
+        let raw =
+            crate::model::parse_mount_point("mp2", "local:100/vm-100-disk-2.raw,mp=/y,quota=1")
+                .unwrap();
+        let m = MountSource::of(&raw, Some(&image), &mut |_| panic!("no warning")).unwrap();
+        assert!(m.quota && m.kind == SourceKind::Image);
     }
 }

@@ -115,6 +115,25 @@ impl Cgroups {
     }
 }
 
+/// The cgroup directory LXC made for the container whose init is `pid`
+/// (its `lxc.payload.<name>` group, where the limits are set), of v1
+/// `controller`, or of the unified hierarchy when `None`. A guest's init
+/// may have moved itself into a child group (systemd's `init.scope`):
+/// the path is walked up to the payload group.
+pub(crate) fn payload_cgroup(pid: u32, controller: Option<&str>) -> Option<PathBuf> {
+    let cg = Cgroups::of(pid);
+    let dir = match controller {
+        Some(c) => cg.v1(c)?,
+        None => cg.unified?,
+    };
+    let payload = dir.ancestors().find(|d| {
+        d.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("lxc.payload"))
+    });
+    Some(payload.map(Path::to_path_buf).unwrap_or(dir))
+}
+
 fn read_u64(path: &Path) -> u64 {
     std::fs::read_to_string(path)
         .ok()

@@ -25,6 +25,7 @@ fn env(ct: &Ct, cgroup_v2: bool) -> HostEnv {
         apparmor: false,
         host_cpus: 4,
         idmap,
+        quota_devices: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ mod client;
 mod daemon;
 mod output;
 mod pct;
+mod pct_local;
 mod pveam;
 mod pvesh;
 mod pvesm;

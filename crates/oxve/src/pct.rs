@@ -5,6 +5,7 @@
 
 use crate::cli::{self, CliError};
 use crate::client;
+use crate::pct_local;
 use oxve_schema::api::{ApiSchema, Verb};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -175,6 +176,25 @@ const COMMANDS: &[(&str, &[&str], Call, &str)] = &[
         None,
         "Launch a console for the specified container.",
     ),
+    (
+        "mount",
+        &["vmid"],
+        None,
+        "Mount the container's filesystem on the host. This will hold a lock on the container and is meant for emergency maintenance only as it will prevent further operations on the container other than start and stop.",
+    ),
+    (
+        "unmount",
+        &["vmid"],
+        None,
+        "Unmount the container's filesystem.",
+    ),
+    ("unlock", &["vmid"], None, "Unlock the VM."),
+    (
+        "fsck",
+        &["vmid"],
+        None,
+        "Run a filesystem check (fsck) on a container volume.",
+    ),
 ];
 
 pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
@@ -206,10 +226,17 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
         if let Some(m) = schema {
             let hidden: Vec<&str> = positional.iter().copied().chain(["node"]).collect();
             print!("{}", cli::describe_params(m, &hidden));
+        } else {
+            print!("{}", pct_local::options_help(name));
         }
         return Ok(());
     }
-    let parsed = cli::parse_args(rest, schema, &[])?;
+    let flags = if method.is_none() {
+        pct_local::FLAGS
+    } else {
+        &[]
+    };
+    let parsed = cli::parse_args(rest, schema, flags)?;
     if parsed.positional.len() != positional.len() {
         return Err(CliError::Usage(format!(
             "pct {name}: expected {} argument(s): {}",
@@ -232,6 +259,9 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
                 parsed.positional[0]
             ))
         })?;
+        if matches!(name, "mount" | "unmount" | "unlock" | "fsck") {
+            return pct_local::run(root, name, vmid, &params);
+        }
         if name == "push" || name == "pull" {
             return transfer(
                 root,

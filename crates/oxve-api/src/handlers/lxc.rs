@@ -3,6 +3,7 @@
 
 use super::{Ctx, Registry};
 use crate::ct::{self, check_unlocked, config_key};
+use crate::ct_hotplug::pending_deletes;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use oxve_lxc::host::RunState;
@@ -124,7 +125,7 @@ fn key_privilege(key: &str) -> Option<&'static str> {
         "memory" | "swap" => "VM.Config.Memory",
         "cores" | "cpulimit" | "cpuunits" => "VM.Config.CPU",
         "net" | "nameserver" | "searchdomain" | "hostname" => "VM.Config.Network",
-        "lxc" | "dev" | "unprivileged" => return None,
+        "lxc" | "dev" | "unprivileged" | "lock" => return None,
         _ => "VM.Config.Options",
     })
 }
@@ -498,17 +499,6 @@ fn with_pending(conf: &CtConfig) -> CtSection {
     s
 }
 
-fn pending_deletes(pending: &CtSection) -> Vec<String> {
-    pending
-        .get("delete")
-        .map(|d| {
-            d.split(',')
-                .map(|k| k.trim_start_matches('!').to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn pending(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let conf = ctx.node.load_ct(vmid)?.conf;
@@ -603,6 +593,12 @@ async fn set_config(ctx: Ctx) -> ApiResult<Value> {
     {
         check_mount_perms(&ctx, key, value)?;
     }
+    // Setting or removing only the lock works on a locked CT (root only, as
+    // the key itself): that is how `pct mount`/`unmount`/`unlock` set and
+    // clear it.
+    let lock_only = reverts.is_empty()
+        && changes.iter().all(|(k, _)| k == "lock")
+        && deletes.iter().all(|k| k == "lock");
     let digest = ctx.opt_str("digest").map(str::to_string);
     let node = ctx.node.clone();
     let _guard = ctx.node.guest_locks.lock(vmid).await;
@@ -615,7 +611,9 @@ async fn set_config(ctx: Ctx) -> ApiResult<Value> {
                 ));
             }
         }
-        check_unlocked(&loaded.conf)?;
+        if !lock_only {
+            check_unlocked(&loaded.conf)?;
+        }
         let running = node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped;
         let mut changes = changes;
         let owner = ct::root_ids(
@@ -647,7 +645,17 @@ async fn set_config(ctx: Ctx) -> ApiResult<Value> {
                 let _ = ct::free_volume(&node, volid);
             }
         }
-        result.map(|_| Value::Null)
+        result?;
+        // A running CT takes what it can at once; the rest stays pending,
+        // and what failed to apply is reported per option (upstream's
+        // parameter error), with everything that worked already in.
+        if running {
+            let errors = crate::ct_hotplug::hotplug_pending(&node, vmid)?;
+            if !errors.is_empty() {
+                return Err(ApiError::params(errors));
+            }
+        }
+        Ok(Value::Null)
     })
     .await
 }

@@ -124,7 +124,8 @@ async fn start(ctx: Ctx) -> ApiResult<Value> {
     }
     // Refuse at once what cannot work, as upstream does before its task.
     let loaded = ctx.node.load_ct(vmid)?;
-    if !skiplock {
+    // A CT that `pct mount` holds starts too (its mounts are redone).
+    if !skiplock && loaded.conf.main.get("lock") != Some("mounted") {
         ct::check_unlocked(&loaded.conf)?;
     }
     if ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped {

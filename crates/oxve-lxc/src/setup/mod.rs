@@ -187,6 +187,13 @@ pub fn pre_start(rootfs: &Path, params: &SetupParams) -> std::result::Result<(),
     plugin::for_rootfs(&ct)?.pre_start(&ct)
 }
 
+/// Rewrites only the guest's network config (after NICs of a running
+/// CT changed), as upstream's `setup_network`.
+pub fn network(rootfs: &Path, params: &SetupParams) -> std::result::Result<(), SetupError> {
+    let ct = CtRoot::open(rootfs, params)?;
+    plugin::for_rootfs(&ct)?.setup_network(&ct)
+}
+
 /// Upstream's post-clone hook: a clone gets a fresh machine id on its
 /// first boot (systemd guests get an empty `/etc/machine-id`).
 pub fn post_clone(rootfs: &Path, params: &SetupParams) -> std::result::Result<(), SetupError> {

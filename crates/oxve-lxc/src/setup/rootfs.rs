@@ -32,6 +32,7 @@ pub(crate) struct Stat {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    pub size: u64,
 }
 
 impl Stat {
@@ -125,7 +126,30 @@ fn fstatat(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<Stat> {
         mode: st.st_mode,
         uid: st.st_uid,
         gid: st.st_gid,
+        size: st.st_size as u64,
     })
+}
+
+/// Whether file `name` in directory `dir` (not followed if it is a
+/// symlink) holds exactly `data`.
+fn same_content(dir: &OwnedFd, name: &CStr, data: &[u8]) -> io::Result<bool> {
+    // SAFETY: openat of a NUL-terminated name in an open directory; the
+    // descriptor is owned right below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut have = Vec::with_capacity(data.len() + 1);
+    file.take(data.len() as u64 + 1).read_to_end(&mut have)?;
+    Ok(have == data)
 }
 
 impl Rootfs {
@@ -373,6 +397,15 @@ impl Rootfs {
             .filter(Stat::is_file);
         let mode = mode.unwrap_or_else(|| existing.map_or(0o644, |s| s.mode & 0o7777));
         let (uid, gid) = existing.map_or((self.uid, self.gid), |s| (s.uid, s.gid));
+        if let Some(st) =
+            existing.filter(|s| s.mode & 0o7777 == mode && s.size == data.len() as u64)
+        {
+            // Most starts rewrite what the last one wrote: an identical
+            // file is left alone (reading costs less than replacing).
+            if st.is_file() && same_content(&dir, &name, data).unwrap_or(false) {
+                return Ok(());
+            }
+        }
 
         let tmp = cstring(&format!(
             "{}.tmp.{}",

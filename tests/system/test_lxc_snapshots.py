@@ -77,6 +77,32 @@ def test_snapshot_chain_and_delete(admin, nodename, ct, lxc):
     assert [s["name"] for s in api.snapshot.get()] == ["current"]
 
 
+def test_full_clone_from_snapshot_of_running_ct(admin, nodename, ct, lxc):
+    api = admin.nodes(nodename).lxc(ct)
+    exec_out(lxc, ct, "echo at-snap > /root/clone-state")
+    ok(admin, nodename, api.snapshot.post(snapname="forclone"))
+    exec_out(lxc, ct, "echo later > /root/clone-state")
+    api.config.put(description="after the snapshot")
+    # Linked clones come from templates; an unknown snapshot is refused.
+    for bad in (dict(snapname="forclone", full=0), dict(snapname="nosuch", full=1)):
+        with pytest.raises(ResourceException):
+            api.clone.post(newid=116, **bad)
+    st = wait_task(admin, nodename, api.clone.post(newid=116, snapname="forclone", full=1,
+                                                   hostname="fromsnap"))
+    assert st["exitstatus"] == "OK", task_log(admin, nodename, st["upid"])
+    assert "at snapshot 'forclone'" in task_log(admin, nodename, st["upid"])
+    clone = admin.nodes(nodename).lxc(116)
+    conf = clone.config.get()
+    assert conf["hostname"] == "fromsnap" and "description" not in conf
+    assert "snaptime" not in conf and "parent" not in conf
+    assert conf["rootfs"].startswith("bt:116/subvol-116-disk-0"), conf
+    ok(admin, nodename, clone.status.start.post())
+    assert exec_out(lxc, 116, "cat /root/clone-state") == "at-snap"
+    ok(admin, nodename, clone.status.stop.post())
+    ok(admin, nodename, clone.delete())
+    ok(admin, nodename, api.snapshot("forclone").delete())
+
+
 def test_pct_snapshots_and_file_transfer(ct, lxc, tmp_path):
     pct(lxc, "snapshot", str(ct), "p1", "--description", "from pct")
     listing = pct(lxc, "listsnapshot", str(ct)).stdout
@@ -186,3 +212,35 @@ def test_move_volume_between_storages(admin, nodename, templates, bt, lxc):  # n
     assert exec_out(lxc, 115, "cat /root/mark") == "moved"
     ok(admin, nodename, api.status.stop.post())
     ok(admin, nodename, api.delete())
+
+
+def test_reassign_volume_to_another_ct(admin, nodename, templates, lxc):  # noqa: F811
+    for vmid in (117, 118):
+        st = create(admin, nodename, vmid, templates, rootfs="local:0.5")
+        assert st["exitstatus"] == "OK"
+    src, dst = admin.nodes(nodename).lxc(117), admin.nodes(nodename).lxc(118)
+    src.config.put(mp0="local:0.1,mp=/data")
+    ok(admin, nodename, src.status.start.post())
+    exec_out(lxc, 117, "echo handed-over > /data/mark")
+    for bad in (dict(volume="rootfs", **{"target-vmid": 118}),
+                dict(volume="mp0", **{"target-vmid": 118, "target-volume": "rootfs"}),
+                dict(volume="mp0", **{"target-vmid": 999})):
+        with pytest.raises(ResourceException):
+            src.move_volume.post(**bad)
+    # In use by a running CT: the task refuses and nothing moves.
+    st = wait_task(admin, nodename, src.move_volume.post(volume="mp0", **{"target-vmid": 118}))
+    assert "running" in st["exitstatus"], st
+    assert "mp0" in src.config.get()
+    ok(admin, nodename, src.status.stop.post())
+    ok(admin, nodename, src.move_volume.post(volume="mp0", **{"target-vmid": 118, "target-volume": "mp1"}))
+    assert "mp0" not in src.config.get()
+    mp1 = dst.config.get()["mp1"]
+    assert mp1.startswith("local:118/vm-118-disk-") and "mp=/data" in mp1, mp1
+    assert (lxc.root / "var/lib/vz/images/118" / mp1.split("/")[1].split(",")[0]).exists()
+    ok(admin, nodename, dst.status.start.post())
+    assert exec_out(lxc, 118, "cat /data/mark") == "handed-over"
+    ok(admin, nodename, dst.status.stop.post())
+    # Destroying the source no longer touches the handed-over volume.
+    ok(admin, nodename, src.delete())
+    assert (lxc.root / "var/lib/vz/images/118" / mp1.split("/")[1].split(",")[0]).exists()
+    ok(admin, nodename, dst.delete())

@@ -289,19 +289,29 @@ pub fn template(node: &Node, vmid: u32, log: &dyn Fn(&str)) -> ApiResult<()> {
 }
 
 /// Clones CT `vmid`'s volumes for `newid`: linked clones of a template's
-/// base volumes, or full copies (onto `storage` when given). Returns the
-/// new config section; volumes already made are freed on failure.
+/// base volumes, or full copies (onto `storage` when given) of the
+/// volumes as they are, or as they were at `snapname`. Returns the new
+/// config section; volumes already made are freed on failure.
 pub fn clone_volumes(
     node: &Node,
     vmid: u32,
     newid: u32,
     full: bool,
     storage: Option<&str>,
+    snapname: Option<&str>,
     log: &dyn Fn(&str),
 ) -> ApiResult<CtSection> {
-    let src = node.load_ct(vmid)?.conf.main;
+    let conf = node.load_ct(vmid)?.conf;
+    let src = match snapname {
+        None => conf.main,
+        Some(name) => conf
+            .snapshots
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::fail(format!("snapshot '{name}' does not exist")))?,
+    };
     let mut section = src.clone();
-    for key in ["lock", "parent", "template"] {
+    for key in ["lock", "parent", "template", "snaptime", "snapstate"] {
         section.props.remove(key);
     }
     section.props.retain(|k, _| !k.starts_with("unused"));
@@ -314,11 +324,14 @@ pub fn clone_volumes(
                 let target_storage = storage.unwrap_or(&vol.storage);
                 let target = node.open_storage(target_storage)?;
                 target.activate()?;
+                let at = snapname
+                    .map(|n| format!(" at snapshot '{n}'"))
+                    .unwrap_or_default();
                 log(&format!(
-                    "full copy of {} ({}) to storage '{target_storage}'",
+                    "full copy of {} ({}){at} to storage '{target_storage}'",
                     mp.key, mp.volume
                 ));
-                let new = full_copy(&*plugin, &volname, &*target, newid)?;
+                let new = full_copy(&*plugin, &volname, snapname, &*target, newid)?;
                 VolumeId::new(target_storage, &new).to_string()
             } else {
                 log(&format!("linked clone of {} ({})", mp.key, mp.volume));
@@ -342,7 +355,7 @@ pub fn clone_volumes(
 
 /// The first free disk name of `newid` of the same kind as `volname`,
 /// tried until the storage accepts one (names are claimed atomically).
-fn with_free_name(
+pub(crate) fn with_free_name(
     plugin: &dyn StoragePlugin,
     target: &dyn StoragePlugin,
     volname: &str,
@@ -376,6 +389,7 @@ fn linked_clone(plugin: &dyn StoragePlugin, volname: &str, newid: u32) -> ApiRes
 pub fn full_copy(
     src: &dyn StoragePlugin,
     volname: &str,
+    snapshot: Option<&str>,
     dst: &dyn StoragePlugin,
     newid: u32,
 ) -> ApiResult<String> {
@@ -386,6 +400,6 @@ pub fn full_copy(
         } else {
             name.to_string()
         };
-        oxve_storage::copy::copy_volume(src, volname, dst, &target)
+        oxve_storage::copy::copy_volume_at(src, volname, snapshot, dst, &target)
     })
 }

@@ -20,6 +20,18 @@ pub fn copy_volume(
     dst: &dyn StoragePlugin,
     dst_volname: &str,
 ) -> Result<String> {
+    copy_volume_at(src, src_volname, None, dst, dst_volname)
+}
+
+/// [`copy_volume`] of an image as it was at `snapshot` of the source
+/// (`None`: as it is now). Only images have snapshots.
+pub fn copy_volume_at(
+    src: &dyn StoragePlugin,
+    src_volname: &str,
+    snapshot: Option<&str>,
+    dst: &dyn StoragePlugin,
+    dst_volname: &str,
+) -> Result<String> {
     let svol = src.parse_volname(src_volname)?;
     let dvol = dst.parse_volname(dst_volname)?;
     let is_image = |c: Content| matches!(c, Content::Images | Content::Rootdir);
@@ -31,7 +43,11 @@ pub fn copy_volume(
     }
     dst.check_content(dvol.content)?;
     if is_image(svol.content) {
-        copy_image(src, src_volname, &svol, dst, &dvol)
+        copy_image(src, src_volname, &svol, snapshot, dst, &dvol)
+    } else if let Some(snap) = snapshot {
+        Err(StorageError::Other(format!(
+            "'{src_volname}' is not an image: it has no snapshot '{snap}'"
+        )))
     } else {
         copy_file(src, src_volname, dst, dst_volname)
     }
@@ -109,6 +125,7 @@ fn copy_image(
     src: &dyn StoragePlugin,
     src_volname: &str,
     svol: &VolName,
+    snapshot: Option<&str>,
     dst: &dyn StoragePlugin,
     dvol: &VolName,
 ) -> Result<String> {
@@ -140,7 +157,7 @@ fn copy_image(
     std::thread::scope(|s| {
         let exporter = s.spawn(move || {
             let mut writer = writer;
-            src.export(src_volname, format, None, &mut writer)
+            src.export(src_volname, format, snapshot, &mut writer)
                 .and_then(|_| {
                     writer
                         .flush()

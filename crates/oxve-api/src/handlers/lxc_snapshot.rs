@@ -35,9 +35,7 @@ async fn move_volume(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let key = ctx.str("volume")?.to_string();
     if ctx.opt_int("target-vmid").is_some() || ctx.opt_str("target-volume").is_some() {
-        return Err(ApiError::not_implemented_msg(
-            "reassigning a volume to another CT is not built yet",
-        ));
+        return super::lxc_reassign::reassign(ctx, vmid).await;
     }
     let storage = ctx
         .opt_str("storage")
@@ -87,7 +85,7 @@ async fn move_volume(ctx: Ctx) -> ApiResult<Value> {
             "moving {key} ({}) to storage '{storage}'",
             mp.volume
         ));
-        let new = ct_snapshot::full_copy(&*from, &src.volname, &*to, vmid)?;
+        let new = ct_snapshot::full_copy(&*from, &src.volname, None, &*to, vmid)?;
         let new_volid = oxve_storage::VolumeId::new(&storage, &new).to_string();
         let result = node.update_ct(vmid, |conf| {
             ct::check_unlocked(conf)?;
@@ -311,11 +309,7 @@ async fn clone(ctx: Ctx) -> ApiResult<Value> {
             ));
         }
     }
-    if ctx.opt_str("snapname").is_some() {
-        return Err(ApiError::not_implemented_msg(
-            "cloning from a snapshot is not built yet",
-        ));
-    }
+    let snapname = ctx.opt_str("snapname").map(str::to_string);
     let src = ctx.node.ct(vmid)?;
     let full = ctx.opt_bool("full").unwrap_or(!src.template);
     if !full && !src.template {
@@ -323,7 +317,22 @@ async fn clone(ctx: Ctx) -> ApiResult<Value> {
             "linked clone is only possible from a template",
         ));
     }
-    if !src.template && ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped {
+    if let Some(name) = &snapname {
+        if !ctx.node.load_ct(vmid)?.conf.snapshots.contains_key(name) {
+            return Err(ApiError::fail(format!("snapshot '{name}' does not exist")));
+        }
+        if !full {
+            // Templates have no snapshots in oxve (see DEVIATIONS.md).
+            return Err(ApiError::fail(
+                "a linked clone is made from a template, not from a snapshot: use full=1",
+            ));
+        }
+    }
+    // A snapshot is a consistent source even while the CT runs.
+    if !src.template
+        && snapname.is_none()
+        && ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped
+    {
         return Err(ApiError::fail(format!(
             "CT {vmid} is running: stop it, or convert it to a template"
         )));
@@ -354,10 +363,15 @@ async fn clone(ctx: Ctx) -> ApiResult<Value> {
             let log = task.clone();
             let n = node.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let mut section =
-                    ct_snapshot::clone_volumes(&n, vmid, newid, full, storage.as_deref(), &|l| {
-                        log.log(l)
-                    })?;
+                let mut section = ct_snapshot::clone_volumes(
+                    &n,
+                    vmid,
+                    newid,
+                    full,
+                    storage.as_deref(),
+                    snapname.as_deref(),
+                    &|l| log.log(l),
+                )?;
                 if let Some(h) = hostname {
                     section.props.insert("hostname".into(), h);
                 }

@@ -21,6 +21,7 @@ pub mod domains;
 pub mod guests;
 pub mod lxc;
 pub mod lxc_console;
+pub mod lxc_reassign;
 pub mod lxc_snapshot;
 pub mod lxc_status;
 pub mod node_storage;

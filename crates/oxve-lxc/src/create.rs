@@ -109,6 +109,69 @@ pub fn make_filesystem(path: &Path, root_owner: (u32, u32)) -> Result<(), LxcErr
     )))
 }
 
+/// Makes the loop devices attached to image `path` read its current size.
+pub fn refresh_loop_capacity(path: &Path) {
+    if let Ok(out) = Command::new("losetup").arg("-j").arg(path).output() {
+        for dev in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').next())
+        {
+            let _ = Command::new("losetup").args(["-c", dev]).output();
+        }
+    }
+}
+
+/// Grows the ext4 file system of a volume that is mounted (its container
+/// runs) to the volume's new size, online: a raw image's loop device
+/// learns the new size first, then `resize2fs` grows the mounted file
+/// system, as upstream's online resize.
+pub fn grow_mounted_filesystem(path: &Path) -> Result<(), LxcError> {
+    let device = if path.is_file() {
+        let out = Command::new("losetup")
+            .arg("-j")
+            .arg(path)
+            .output()
+            .map_err(|e| LxcError::Command(format!("cannot run 'losetup': {e}")))?;
+        let devs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').next().map(str::to_string))
+            .collect();
+        for dev in &devs {
+            let out = Command::new("losetup")
+                .args(["-c", dev])
+                .output()
+                .map_err(|e| LxcError::Command(format!("cannot run 'losetup': {e}")))?;
+            if !out.status.success() {
+                return Err(LxcError::Command(format!(
+                    "losetup -c {dev} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        devs.into_iter().next().ok_or_else(|| {
+            LxcError::Command(format!(
+                "'{}' is not attached to a loop device",
+                path.display()
+            ))
+        })?
+    } else {
+        path.display().to_string()
+    };
+    let out = Command::new("resize2fs")
+        .arg(&device)
+        .output()
+        .map_err(|e| {
+            LxcError::Command(format!("cannot run 'resize2fs' (install e2fsprogs): {e}"))
+        })?;
+    if !out.status.success() {
+        return Err(LxcError::Command(format!(
+            "resize2fs '{device}' failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// Grows the ext4 file system of an unmounted volume to its new size
 /// (`e2fsck -f` first, as `resize2fs` insists).
 pub fn grow_filesystem(path: &Path) -> Result<(), LxcError> {

@@ -466,20 +466,45 @@ async fn resize(ctx: Ctx) -> ApiResult<Value> {
         let parsed = plugin.parse_volname(&vol.volname)?;
         let running = node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped;
         if parsed.format.as_deref() != Some("subvol") {
-            if running {
-                return Err(ApiError::fail(
-                    "growing the disk of a running container is not built yet: stop it first",
-                ));
-            }
             log(&format!(
-                "growing {} to {}",
+                "growing {} to {}{}",
                 mp.volume,
-                oxve_schema::format::format_size(new_size)
+                oxve_schema::format::format_size(new_size),
+                if running { " (online)" } else { "" }
             ));
+            let path = plugin.path(&vol.volname)?;
+            let old_len = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
             plugin.resize(&vol.volname, new_size)?;
             plugin.activate_volume(&vol.volname)?;
-            let path = plugin.path(&vol.volname)?;
-            oxve_lxc::create::grow_filesystem(&path).map_err(ct::lxc_err)?;
+            if running {
+                if let Err(e) = oxve_lxc::create::grow_mounted_filesystem(&path) {
+                    // The file system did not grow: an image file goes back
+                    // to its old size, so nothing changed.
+                    let undone = old_len.is_some_and(|len| {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(len))
+                            .is_ok()
+                    });
+                    if undone {
+                        oxve_lxc::create::refresh_loop_capacity(&path);
+                    }
+                    return Err(ApiError::fail(format!(
+                        "online resize failed: {e}; {}",
+                        if undone {
+                            "the image is back at its old size"
+                        } else {
+                            "the volume is grown, its file system is not (stop the CT and resize again)"
+                        }
+                    )));
+                }
+            } else {
+                oxve_lxc::create::grow_filesystem(&path).map_err(ct::lxc_err)?;
+            }
         } else {
             log(&format!(
                 "{} is a subvolume: its size is a limit in the config",

@@ -154,6 +154,7 @@ packages=(
   open-iscsi tgt
   btrfs-progs qemu-utils e2fsprogs util-linux mount procps iproute2
   python3 ca-certificates
+  lxc apparmor
 )
 say "installing ${packages[*]}"
 in_chroot apt-get update -qq >&2
@@ -175,6 +176,10 @@ EOF
 echo "InitiatorName=$(in_chroot iscsi-iname -p iqn.2024-01.org.oxve.hostvm)" \
   >"$root/etc/iscsi/initiatorname.iscsi"
 install -m 755 "$here/guest-init.sh" "$root/sbin/oxve-hostvm-init"
+# Unprivileged containers map their ids into root's subordinate range, as on
+# a Proxmox VE node.
+echo root:100000:65536 >"$root/etc/subuid"
+echo root:100000:65536 >"$root/etc/subgid"
 
 # --- kernel and initrd --------------------------------------------------------
 kvers=("$root"/usr/lib/modules/*)

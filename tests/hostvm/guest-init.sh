@@ -47,6 +47,11 @@ mnt tmpfs shm /dev/shm mode=1777,nosuid,nodev
 mnt tmpfs run /run mode=755,nosuid,nodev
 mnt tmpfs tmp /tmp mode=1777,nosuid,nodev
 mnt binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null
+# The unified cgroup hierarchy, as systemd mounts it on a node: LXC puts
+# containers below it.
+mnt cgroup2 cgroup2 /sys/fs/cgroup nsdelegate
+# AppArmor's interface, which LXC needs to load a container's profile.
+mnt securityfs securityfs /sys/kernel/security
 mkdir -p /run/lock /run/sendsigs.omit.d
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 

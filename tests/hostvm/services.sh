@@ -40,7 +40,10 @@ svc_nfs() {
   local dir=$1
   mkdir -p "$dir" /run/rpcbind /var/lib/nfs/rpc_pipefs
   grep -qs "^$dir " /etc/exports && return 0
-  echo "$dir 127.0.0.1(rw,no_root_squash,no_subtree_check,fsid=$((RANDOM % 1000 + 1)))" >>/etc/exports
+  # fsid: distinct per export (the line count grows with each one).
+  local n=0
+  [ -e /etc/exports ] && n=$(wc -l </etc/exports)
+  echo "$dir 127.0.0.1(rw,no_root_squash,no_subtree_check,fsid=$((n + 1)))" >>/etc/exports
   modprobe nfsd
   mountpoint -q /proc/fs/nfsd || mount -t nfsd nfsd /proc/fs/nfsd
   mountpoint -q /var/lib/nfs/rpc_pipefs || mount -t rpc_pipefs sunrpc /var/lib/nfs/rpc_pipefs

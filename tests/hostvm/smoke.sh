@@ -54,8 +54,11 @@ check_fs() { # check_fs MOUNTPOINT: write, sync and read back a file
   df -h "$1" | tail -n1
 }
 
+# Not `svc_work=$work . services.sh`: bash drops such a prefix assignment
+# after the sourcing, and the functions need the variable later.
+svc_work=$work
 # shellcheck source=tests/hostvm/services.sh
-svc_work=$work . "$here/services.sh"
+. "$here/services.sh"
 
 # --- LVM on a loop device -----------------------------------------------------
 test_lvm() {

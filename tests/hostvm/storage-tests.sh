@@ -9,8 +9,13 @@
 # system tests' Python packages — boots the VM with those shared in, and runs
 # itself there. In the VM it starts the services (services.sh) on loopback,
 # runs the plugin tests (the Rust binary, straight against the plugins) and
-# then tests/system/vm (proxmoxer and pvesm against a real daemon). The exit
-# code is non-zero if anything failed.
+# then tests/system/vm (proxmoxer and pvesm against a real daemon; containers
+# from the busybox template of tests/lxc/build-templates.sh, built on the host
+# and shared in). The exit code is non-zero if anything failed.
+#
+# pytest args that name paths (tests/system/vm/test_lxc_storage.py) replace
+# the default tests/system/vm; OXVE_VM_PLUGIN_TESTS=0 skips the Rust plugin
+# tests (both for development; CI runs everything).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,14 +45,18 @@ for line in sys.stdin:
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$pydir.tmp" -r "$req"
     mv "$pydir.tmp" "$pydir"
   fi
+  # The busybox container template (cached; the VM has no network to build it).
+  templates=$(tests/lxc/build-templates.sh --only busybox | tail -n1)
   shares=(--share "$repo")
-  for d in "$(dirname "$bin")" "$(dirname "$plugin_test")" "$pydir"; do
+  for d in "$(dirname "$bin")" "$(dirname "$plugin_test")" "$pydir" "$templates"; do
     case $d in "$repo" | "$repo"/*) ;; *) shares+=(--share "$d") ;; esac
   done
   if [ -d "$repo/../shared" ]; then shares+=(--share "$(cd "$repo/../shared" && pwd)"); fi
   exec "$here/run.sh" "${shares[@]}" --cwd "$repo" \
     --env "OXVE_BIN=$bin" --env "OXVE_PLUGIN_TEST=$plugin_test" \
     --env "OXVE_PYDIR=$pydir" --env "CI=${CI:-}" \
+    --env "OXVE_TEMPLATE_CACHE=$(dirname "$templates")" \
+    --env "OXVE_VM_PLUGIN_TESTS=${OXVE_VM_PLUGIN_TESTS:-1}" \
     -- "$here/storage-tests.sh" "$@"
 fi
 
@@ -66,26 +75,37 @@ svc_samba plugin /srv/smb-plugin oxvesmb 'pl4in secret'
 svc_samba api /srv/smb-api oxvesmb 'pl4in secret'
 svc_iscsi iqn.2025-01.org.oxve:plugin 64M
 svc_iscsi iqn.2025-01.org.oxve:api 64M
+svc_vg oxvect 2G
+svc_thinpool oxvect data 512M
+svc_nfs /srv/nfs-ct
 echo "storage-tests: services up in $((($(now) - t0) / 1000)) ms"
 
 export OXVE_HOSTVM_SERVICES=1
 failed=0
-t1=$(now)
-OXVE_VM_VG=oxvevg OXVE_VM_THINPOOL=data \
-  OXVE_VM_NFS_SERVER=127.0.0.1 OXVE_VM_NFS_EXPORT=/srv/nfs-plugin \
-  OXVE_VM_CIFS_SHARE=plugin OXVE_VM_CIFS_DIR=/srv/smb-plugin \
-  OXVE_VM_CIFS_USER=oxvesmb OXVE_VM_CIFS_PASSWORD='pl4in secret' \
-  OXVE_VM_ISCSI_PORTAL=127.0.0.1 OXVE_VM_ISCSI_TARGET=iqn.2025-01.org.oxve:plugin \
-  "$OXVE_PLUGIN_TEST" --test-threads=1 || failed=1
-echo "storage-tests: plugin tests took $((($(now) - t1) / 1000)) ms"
+if [ "${OXVE_VM_PLUGIN_TESTS:-1}" != 0 ]; then
+  t1=$(now)
+  OXVE_VM_VG=oxvevg OXVE_VM_THINPOOL=data \
+    OXVE_VM_NFS_SERVER=127.0.0.1 OXVE_VM_NFS_EXPORT=/srv/nfs-plugin \
+    OXVE_VM_CIFS_SHARE=plugin OXVE_VM_CIFS_DIR=/srv/smb-plugin \
+    OXVE_VM_CIFS_USER=oxvesmb OXVE_VM_CIFS_PASSWORD='pl4in secret' \
+    OXVE_VM_ISCSI_PORTAL=127.0.0.1 OXVE_VM_ISCSI_TARGET=iqn.2025-01.org.oxve:plugin \
+    "$OXVE_PLUGIN_TEST" --test-threads=1 || failed=1
+  echo "storage-tests: plugin tests took $((($(now) - t1) / 1000)) ms"
+fi
 
+# Paths among the pytest args replace the default directory.
+target=(tests/system/vm)
+for a in "$@"; do
+  if [[ $a != -* && -e ${a%%::*} ]]; then target=(); break; fi
+done
 t2=$(now)
 OXVE_VM_VG=oxveapi OXVE_VM_THINPOOL=data \
+  OXVE_VM_CT_VG=oxvect OXVE_VM_CT_THINPOOL=data OXVE_VM_CT_NFS_EXPORT=/srv/nfs-ct \
   OXVE_VM_NFS_SERVER=127.0.0.1 OXVE_VM_NFS_EXPORT=/srv/nfs-api \
   OXVE_VM_CIFS_SHARE=api OXVE_VM_CIFS_DIR=/srv/smb-api \
   OXVE_VM_CIFS_USER=oxvesmb OXVE_VM_CIFS_PASSWORD='pl4in secret' \
   OXVE_VM_ISCSI_PORTAL=127.0.0.1 OXVE_VM_ISCSI_TARGET=iqn.2025-01.org.oxve:api \
   PYTHONPATH=$OXVE_PYDIR python3 -m pytest -x -q -p no:cacheprovider -W ignore \
-  tests/system/vm "$@" || failed=1
+  "${target[@]}" "$@" || failed=1
 echo "storage-tests: API tests took $((($(now) - t2) / 1000)) ms"
 exit "$failed"

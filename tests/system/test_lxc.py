@@ -260,6 +260,20 @@ def test_missing_bridge_fails_start_cleanly(admin, nodename, templates, lxc):
     assert rootfs not in Path("/proc/self/mountinfo").read_text()
 
 
+def test_failing_nic_hook_reason_reaches_task_log(admin, nodename, templates, lxc):
+    """LXC reports a failed network hook only as its exit status; the task
+    must say why the NIC could not be plugged."""
+    st = create(admin, nodename, 104, templates, net0=f"name=eth0,bridge={BRIDGE},trunks=5;6")
+    assert st["exitstatus"] == "OK"
+    api = admin.nodes(nodename).lxc(104)
+    st = wait_task(admin, nodename, api.status.start.post())
+    assert f"bridge '{BRIDGE}' is not VLAN-aware" in st["exitstatus"], st
+    assert api.status.current.get()["status"] == "stopped"
+    rootfs = str((lxc.root / "run/oxve/lxc/104/rootfs").resolve())
+    assert rootfs not in Path("/proc/self/mountinfo").read_text()
+    assert wait_task(admin, nodename, api.delete())["exitstatus"] == "OK"
+
+
 def test_missing_template_leaves_nothing(admin, nodename, templates, lxc):
     before = sorted(p.name for p in (lxc.root / "var/lib/vz/images").glob("*/*"))
     st = create(admin, nodename, 103, "local:vztmpl/nothere.tar.gz", rootfs="local:1")

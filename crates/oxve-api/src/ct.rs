@@ -208,7 +208,7 @@ pub fn host_env(node: &Node, ct: &Ct) -> ApiResult<HostEnv> {
         cgroup_v2: !Path::new("/sys/fs/cgroup/memory").is_dir(),
         memsw: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
         seccomp: seccomp.exists().then_some(seccomp),
-        apparmor: Path::new("/sys/module/apparmor").exists(),
+        apparmor: apparmor_enabled(),
         host_cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -226,6 +226,14 @@ pub fn ct_idmap(ct: &Ct) -> ApiResult<oxve_lxc::idmap::IdMap> {
         Some(map) => Ok(map),
         None => oxve_lxc::idmap::IdMap::from_host().map_err(err),
     }
+}
+
+/// Whether LXC can confine containers with AppArmor: the module enabled
+/// and its securityfs interface mounted (LXC checks both).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y")
+        && Path::new("/sys/kernel/security/apparmor").exists()
 }
 
 /// Resolves a mount point to what is mounted: a volume through its
@@ -415,8 +423,29 @@ pub fn start(node: &Node, vmid: u32, log: &dyn Fn(&str)) -> ApiResult<()> {
     })();
     if result.is_err() {
         let _ = oxve_lxc::mount::unmount_all(&rootfs);
+        deactivate_volumes(node, &ct);
     }
     result
+}
+
+/// Deactivates the volumes of a stopped CT (LVM volumes go inactive, as
+/// upstream's stop cleanup does); failures are only logged: the CT is
+/// stopped either way.
+pub fn deactivate_volumes(node: &Node, ct: &Ct) {
+    for mp in ct.mount_points() {
+        if mp.kind() != MountKind::Volume {
+            continue;
+        }
+        let result = (|| -> ApiResult<()> {
+            let vol = VolumeId::parse(&mp.volume)?;
+            Ok(node
+                .open_storage(&vol.storage)?
+                .deactivate_volume(&vol.volname)?)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(vmid = ct.vmid, volume = %mp.volume, "cannot deactivate: {e}");
+        }
+    }
 }
 
 /// Stops CT `vmid` (blocking): at once (`kill`) or by shutdown with a
@@ -435,7 +464,13 @@ pub fn stop(node: &Node, vmid: u32, kill: bool, timeout: u64, force: bool) -> Ap
             lxc_err(e)
         }
     })?;
-    oxve_lxc::mount::unmount_all(&lxc.rootfs_dir(vmid)).map_err(lxc_err)
+    oxve_lxc::mount::unmount_all(&lxc.rootfs_dir(vmid)).map_err(lxc_err)?;
+    if let Ok(ct) = node.load_ct(vmid).and_then(|l| {
+        Ct::from_section(vmid, &l.conf.main).map_err(|e| ApiError::fail(e.to_string()))
+    }) {
+        deactivate_volumes(node, &ct);
+    }
+    Ok(())
 }
 
 /// Storage types whose container volumes are subvolumes rather than raw

@@ -10,7 +10,7 @@ use oxve_lxc::host::RunState;
 use oxve_lxc::model::{MountKind, MountPoint};
 use oxve_lxc::Ct;
 use oxve_schema::ctconfig::CtSection;
-use oxve_storage::{StorageError, StoragePlugin, VolumeId};
+use oxve_storage::{StorageError, StoragePlugin, StorageType, VolumeId};
 
 /// Keys a snapshot section does not copy from the main section.
 const NOT_IN_SNAPSHOT: &[&str] = &["lock", "snapstate"];
@@ -32,6 +32,32 @@ fn open(node: &Node, volid: &str) -> ApiResult<(Box<dyn StoragePlugin>, String)>
     Ok((plugin, vol.volname))
 }
 
+/// Whether every mount point of `ct` supports `feature`, as upstream's
+/// `has_feature`: `snapshot` and linked `clone` need volumes their storage
+/// can snapshot or clone natively (container volumes are raw images or
+/// subvolumes, which file storages cannot); bind and device mounts have
+/// neither; `copy` works everywhere.
+pub fn has_feature(node: &Node, ct: &Ct, feature: &str) -> ApiResult<bool> {
+    let mut has = true;
+    for mp in ct.mount_points() {
+        if mp.kind() != MountKind::Volume {
+            has &= feature == "copy";
+            continue;
+        }
+        let vol = VolumeId::parse(&mp.volume)?;
+        let plugin = node.open_storage(&vol.storage)?;
+        let parsed = plugin.parse_volname(&vol.volname)?;
+        let caps = plugin.capabilities();
+        let native = !plugin.def().kind.is_file_based() || plugin.def().kind == StorageType::Btrfs;
+        has &= match feature {
+            "snapshot" => caps.snapshots && native,
+            "clone" => ct.template && parsed.is_base && caps.linked_clones && native,
+            _ => true,
+        };
+    }
+    Ok(has)
+}
+
 /// Creates snapshot `name` of CT `vmid` (freezing a running CT while its
 /// volumes are snapshotted).
 pub fn create(
@@ -50,6 +76,10 @@ pub fn create(
     let snaptime = crate::auth::now();
     node.update_ct(vmid, |conf| {
         check_unlocked(conf)?;
+        let ct = Ct::from_section(vmid, &conf.main).map_err(|e| ApiError::fail(e.to_string()))?;
+        if !has_feature(node, &ct, "snapshot")? {
+            return Err(ApiError::fail("snapshot feature is not available"));
+        }
         if conf.snapshots.contains_key(name) {
             return Err(ApiError::fail(format!(
                 "snapshot name '{name}' already used"

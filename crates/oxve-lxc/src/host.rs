@@ -86,6 +86,12 @@ impl LxcHost {
     }
 
     /// The LXC log of the container.
+    /// Where oxve's own LXC hooks leave the reason they failed: LXC reports
+    /// only "Script exited with status 1".
+    pub fn hook_error_file(&self, vmid: u32) -> PathBuf {
+        self.ct_dir(vmid).join("hook.err")
+    }
+
     pub fn log_file(&self, vmid: u32) -> PathBuf {
         self.ct_dir(vmid).join("lxc.log")
     }
@@ -202,6 +208,7 @@ impl LxcHost {
             cmd.args(["-l", "DEBUG", "-o"]).arg(self.log_file(vmid));
         }
         let _ = std::fs::remove_file(self.log_file(vmid));
+        let _ = std::fs::remove_file(self.hook_error_file(vmid));
         // The monitor lives on: give it files, not pipes that would keep a
         // reader waiting for their end.
         let err_path = self.ct_dir(vmid).join("start.err");
@@ -215,8 +222,11 @@ impl LxcHost {
             return Ok(());
         }
         let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let reason = self
-            .log_reason(vmid)
+        let hook = std::fs::read_to_string(self.hook_error_file(vmid)).ok();
+        let reason = hook
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| self.log_reason(vmid))
             .or_else(|| stderr.lines().next().map(str::to_string))
             .unwrap_or_else(|| status.to_string());
         Err(LxcError::Command(format!(

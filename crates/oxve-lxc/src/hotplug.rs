@@ -132,9 +132,12 @@ fn update_net_here(
                     run("ip", &["link", "set", "dev", &veth, "nomaster"])?;
                 }
                 if let Some(plug) = Plug::of(new) {
+                    // The plug sets the rate anew; the old policer goes first.
+                    clear_rate(&veth);
                     if let Err(e) = plug.apply(&veth) {
                         // Back to where it was, as upstream does.
                         if let Some(back) = Plug::of(o) {
+                            clear_rate(&veth);
                             let _ = back.apply(&veth);
                         }
                         return Err(e);

@@ -109,6 +109,11 @@ fn lxc_hook(args: Vec<String>) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
+                // For the start task: LXC itself reports only the status.
+                if let Some(vmid) = args.get(6).and_then(|n| n.parse().ok()) {
+                    let host = oxve_lxc::host::LxcHost::new(std::path::Path::new(root), None);
+                    let _ = std::fs::write(host.hook_error_file(vmid), format!("{e}\n"));
+                }
                 ExitCode::FAILURE
             }
         };

@@ -298,11 +298,18 @@ fn running(root: &Path, vmid: u32) -> Result<bool, CliError> {
     Ok(status.get("status").and_then(Value::as_str) != Some("stopped"))
 }
 
-/// The host path and format of storage volume `volid`, from the API.
+/// The host path and format of storage volume `volid`, from the API; the
+/// volume is activated on this node first (a stopped CT's LVM volumes are
+/// inactive).
 fn volume_path(root: &Path, volid: &str) -> Result<(PathBuf, String), CliError> {
-    let (storage, _) = volid
+    let (storage, volname) = volid
         .split_once(':')
         .ok_or_else(|| api(format!("'{volid}' is not a volume id")))?;
+    let plugin = oxve_api::storage::open_storage_at(root, storage).map_err(|e| api(e.message))?;
+    plugin
+        .activate()
+        .and_then(|()| plugin.activate_volume(volname))
+        .map_err(|e| api(format!("cannot activate '{volid}': {e}")))?;
     let info = client::call(
         root,
         "GET",

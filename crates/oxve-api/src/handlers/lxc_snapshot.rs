@@ -120,9 +120,7 @@ async fn move_volume(ctx: Ctx) -> ApiResult<Value> {
 }
 
 /// Whether every volume of the CT (or of snapshot `snapname`) supports
-/// `feature`: `snapshot` and linked `clone` need volumes their storage can
-/// snapshot or clone natively (container volumes are raw images or
-/// subvolumes, which file storages cannot); `copy` works everywhere.
+/// `feature` (see [`crate::ct_snapshot::has_feature`]).
 async fn feature(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let feature = ctx.str("feature")?.to_string();
@@ -137,24 +135,7 @@ async fn feature(ctx: Ctx) -> ApiResult<Value> {
     };
     let ct =
         oxve_lxc::Ct::from_section(vmid, &section).map_err(|e| ApiError::fail(e.to_string()))?;
-    let mut has = true;
-    for mp in ct.mount_points() {
-        if mp.kind() != oxve_lxc::model::MountKind::Volume {
-            has &= feature == "copy";
-            continue;
-        }
-        let vol = oxve_storage::VolumeId::parse(&mp.volume)?;
-        let plugin = ctx.node.open_storage(&vol.storage)?;
-        let parsed = plugin.parse_volname(&vol.volname)?;
-        let caps = plugin.capabilities();
-        let native = !plugin.def().kind.is_file_based()
-            || plugin.def().kind == oxve_storage::StorageType::Btrfs;
-        has &= match feature.as_str() {
-            "snapshot" => caps.snapshots && native,
-            "clone" => ct.template && parsed.is_base && caps.linked_clones && native,
-            _ => true,
-        };
-    }
+    let has = crate::ct_snapshot::has_feature(&ctx.node, &ct, &feature)?;
     Ok(json!({ "hasFeature": has }))
 }
 

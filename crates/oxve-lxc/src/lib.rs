@@ -8,6 +8,7 @@ pub mod error;
 pub mod host;
 pub mod hotplug;
 pub mod idmap;
+mod inroot;
 pub mod lxcconf;
 pub mod model;
 pub mod mount;

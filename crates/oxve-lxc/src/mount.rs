@@ -13,7 +13,7 @@ use crate::error::{io_err, LxcError};
 use crate::model::{MountKind, MountPoint};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -287,54 +287,10 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Opens directory `rel` below `root` as the container sees it: symlinks
 /// and `..` resolve with `root` as `/` (`RESOLVE_IN_ROOT`).
 fn open_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    let c = CString::new(rel)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    for _ in 0..16 {
-        // SAFETY: openat2 reads `how` (of the size passed) and the
-        // NUL-terminated path; the returned fd is owned below.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            // A concurrent rename raced with the resolution of `..`.
-            Some(libc::EAGAIN) => continue,
-            Some(libc::ENOSYS) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the kernel lacks openat2(2) (Linux 5.6 or newer is needed)",
-                ))
-            }
-            _ => return Err(err),
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::EAGAIN))
+    crate::inroot::open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY)
 }
 
 /// `mkdir` of `name` in directory `parent`, owned by `owner`; one that

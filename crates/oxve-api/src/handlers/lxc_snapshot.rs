@@ -47,29 +47,7 @@ async fn move_volume(ctx: Ctx) -> ApiResult<Value> {
         false,
     )?;
     let delete = ctx.flag("delete");
-    let loaded = ctx.node.load_ct(vmid)?;
-    if let Some(d) = ctx.opt_str("digest") {
-        if d != loaded.digest {
-            return Err(ApiError::fail(
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-    }
-    ct::check_unlocked(&loaded.conf)?;
-    let value = loaded
-        .conf
-        .main
-        .get(&key)
-        .ok_or_else(|| ApiError::param("volume", format!("no such mount point '{key}'")))?
-        .to_string();
-    let mp = oxve_lxc::model::parse_mount_point(&key, &value)
-        .map_err(|e| ApiError::param("volume", e.to_string()))?;
-    if mp.kind() != oxve_lxc::model::MountKind::Volume {
-        return Err(ApiError::param(
-            "volume",
-            "only volumes on a storage can be moved",
-        ));
-    }
+    let mp = volume_mount_point(&ctx, vmid, "volume", &key, "moved")?;
     if ctx.node.lxc().state(vmid).map_err(ct::lxc_err)? != RunState::Stopped {
         return Err(ApiError::fail(
             "moving a volume of a running container is not possible, stop it first",
@@ -397,14 +375,19 @@ async fn clone(ctx: Ctx) -> ApiResult<Value> {
     Ok(json!(upid.to_string()))
 }
 
-async fn resize(ctx: Ctx) -> ApiResult<Value> {
-    let vmid = vmid(&ctx)?;
-    let disk = ctx.str("disk")?.to_string();
-    let size = ctx.str("size")?.to_string();
-    let digest = ctx.opt_str("digest").map(str::to_string);
+/// Mount point `key` (named by parameter `param`) of the unlocked CT,
+/// whose config still has the caller's `digest`; it must be a volume on a
+/// storage for it to be `what` (moved, resized).
+fn volume_mount_point(
+    ctx: &Ctx,
+    vmid: u32,
+    param: &str,
+    key: &str,
+    what: &str,
+) -> ApiResult<oxve_lxc::model::MountPoint> {
     let loaded = ctx.node.load_ct(vmid)?;
-    if let Some(d) = &digest {
-        if *d != loaded.digest {
+    if let Some(d) = ctx.opt_str("digest") {
+        if d != loaded.digest {
             return Err(ApiError::fail(
                 "detected modified configuration - file changed by other user? Try again.",
             ));
@@ -414,17 +397,24 @@ async fn resize(ctx: Ctx) -> ApiResult<Value> {
     let value = loaded
         .conf
         .main
-        .get(&disk)
-        .ok_or_else(|| ApiError::param("disk", format!("no such mount point '{disk}'")))?
-        .to_string();
-    let mp = oxve_lxc::model::parse_mount_point(&disk, &value)
-        .map_err(|e| ApiError::param("disk", e.to_string()))?;
+        .get(key)
+        .ok_or_else(|| ApiError::param(param, format!("no such mount point '{key}'")))?;
+    let mp = oxve_lxc::model::parse_mount_point(key, value)
+        .map_err(|e| ApiError::param(param, e.to_string()))?;
     if mp.kind() != oxve_lxc::model::MountKind::Volume {
         return Err(ApiError::param(
-            "disk",
-            "only volumes on a storage can be resized",
+            param,
+            format!("only volumes on a storage can be {what}"),
         ));
     }
+    Ok(mp)
+}
+
+async fn resize(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let disk = ctx.str("disk")?.to_string();
+    let size = ctx.str("size")?.to_string();
+    let mp = volume_mount_point(&ctx, vmid, "disk", &disk, "resized")?;
     let current = mp
         .size
         .as_deref()

@@ -18,14 +18,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Status of one file as `fstatat` reports it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stat {
@@ -175,43 +167,7 @@ impl Rootfs {
 
     /// Resolves `rel` inside the rootfs and opens it.
     fn openat2(&self, rel: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-        let c = cstring(rel)?;
-        let how = OpenHow {
-            flags: (flags | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-        };
-        let mut tries = 0;
-        loop {
-            // SAFETY: openat2 reads `how` (of the size passed) and the
-            // NUL-terminated path; the returned fd is owned below.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    self.root.as_raw_fd(),
-                    c.as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: a fresh descriptor that nothing else owns.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-            }
-            let err = io::Error::last_os_error();
-            // EAGAIN: a concurrent rename raced with `..` resolution.
-            if errno_is(&err, &[libc::EAGAIN]) && tries < 16 {
-                tries += 1;
-                continue;
-            }
-            if errno_is(&err, &[libc::ENOSYS]) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the kernel lacks openat2(2) (Linux 5.6 or newer is needed)",
-                ));
-            }
-            return Err(err);
-        }
+        crate::inroot::open_in_root(&self.root, rel, flags)
     }
 
     /// The parent directory of `path` (resolved inside the rootfs) and the

@@ -12,3 +12,4 @@ pub mod gen;
 pub mod propstring;
 pub mod section;
 pub mod validate;
+pub mod vmconfig;

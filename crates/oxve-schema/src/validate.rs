@@ -110,7 +110,7 @@ pub fn validate_params(
 /// How many instances upstream allows of each indexed property that
 /// apidata.json documents once as `<name>[n]` (qemu-server's and
 /// pve-container's `MAX_*` constants, corosync's 8 links, 5 ACME domains).
-const INDEXED_LIMITS: &[(&str, u32)] = &[
+pub(crate) const INDEXED_LIMITS: &[(&str, u32)] = &[
     ("acmedomain", 5),
     ("dev", 256),
     ("hostpci", 16),
@@ -643,7 +643,8 @@ pub fn compiled_pattern(pattern: &str) -> Option<Arc<Regex>> {
 }
 
 /// Rewrites the Perl-only parts of upstream's patterns: stringified `qr//`
-/// groups (`(?^:...)`, `(?^i:...)`), `{,n}` quantifiers and `\0`.
+/// groups (`(?^:...)`, `(?^i:...)`), atomic groups `(?>...)`, `{,n}`
+/// quantifiers and `\0`.
 pub(crate) fn perl_to_rust_regex(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
     let mut chars = pattern.chars().peekable();
@@ -660,8 +661,17 @@ pub(crate) fn perl_to_rust_regex(pattern: &str) -> String {
             '(' if chars.peek() == Some(&'?') => {
                 out.push_str("(?");
                 chars.next();
-                if chars.peek() == Some(&'^') {
-                    chars.next();
+                match chars.peek() {
+                    Some('^') => {
+                        chars.next();
+                    }
+                    // An atomic group: a plain group accepts the same
+                    // texts in upstream's patterns (`runningcpu`).
+                    Some('>') => {
+                        chars.next();
+                        out.push(':');
+                    }
+                    _ => {}
                 }
             }
             '{' if chars.peek() == Some(&',') => out.push_str("{0"),
@@ -795,6 +805,7 @@ mod tests {
     fn perl_patterns_translate() {
         assert_eq!(perl_to_rust_regex(r"(?^i:[a-z]+)"), "(?i:[a-z]+)");
         assert_eq!(perl_to_rust_regex(r"(?^:\d+)"), r"(?:\d+)");
+        assert_eq!(perl_to_rust_regex(r"(?>a|b)+"), r"(?:a|b)+");
         assert_eq!(perl_to_rust_regex(r"[\w]{,8}"), r"[\w]{0,8}");
         assert!(pattern_matches(r"\w+=[^\x00]*(?:\0\w+=x)*", "a=b\0c=x"));
         assert!(pattern_matches(r"(?^i:[\(\)-_.\w\d\s]{0,256})", "a b_c"));

@@ -27,6 +27,36 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# QEMU for virtual machines and their tests. A host whose qemu-utils comes
+# from bookworm-backports (10.x) cannot take bookworm's qemu-system-x86
+# (7.2, it Breaks the newer qemu-utils): then qemu-system-x86 comes from
+# backports too, through an apt source passed with -o for this install
+# only (/etc/apt is not changed).
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  qver=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  if [[ $qver == *bpo12* ]]; then
+    echo "installing qemu-system-x86 from bookworm-backports (qemu-utils is $qver)"
+    srcdir=$(mktemp -d)
+    cp /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list "$srcdir/" 2>/dev/null || true
+    cat >"$srcdir/oxve-backports.sources" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    opts=(-o "Dir::Etc::SourceParts=$srcdir")
+    apt-get "${opts[@]}" update -qq
+    apt-get "${opts[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86
+    rm -rf "$srcdir"
+  else
+    echo "installing Debian packages: qemu-system-x86"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends qemu-system-x86
+  fi
+fi
+
 # The tools behind `pvesm scan` and /nodes/{node}/disks: showmount,
 # smbclient, vgs/lvs, smartctl, udevadm. Their packages also bring daemons
 # (rpcbind, statd, dmeventd, smartd, udevd) that must not start on a build

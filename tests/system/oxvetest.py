@@ -232,6 +232,7 @@ class Node:
                     self._signal(signal.SIGKILL)
                     self.proc.wait(10)
         finally:
+            self.stop_vms()
             self.stop_containers()
             if netns_exists(self.netns):
                 subprocess.run(["ip", "netns", "del", self.netns], check=False)
@@ -243,6 +244,29 @@ class Node:
                     self.log_path.unlink()
                 except FileNotFoundError:
                     pass
+
+    def stop_vms(self) -> None:
+        """Kill the QEMU processes of this node's VMs that still run (found
+        by their pid files below the node's root, and checked to name that
+        pid file on their command line before they are signalled)."""
+        rundir = self.root / "run/oxve/qemu"
+        if not rundir.is_dir():
+            return
+        for pidfile in rundir.glob("*.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            if b"-pidfile" in args and args[args.index(b"-pidfile") + 1] == str(pidfile).encode():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                for _ in range(100):
+                    if not Path(f"/proc/{pid}").exists():
+                        break
+                    time.sleep(0.05)
 
     def stop_containers(self) -> None:
         """Kill what containers of this node still run and unmount what is

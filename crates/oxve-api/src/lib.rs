@@ -22,6 +22,9 @@ pub mod sys;
 pub mod termproxy;
 pub mod tls;
 pub mod upload;
+pub mod vm;
+pub mod vm_events;
+pub mod vm_stats;
 pub mod websocket;
 
 pub use error::{ApiError, ApiResult};

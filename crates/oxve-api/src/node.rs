@@ -39,6 +39,8 @@ pub struct Node {
     tickets: Mutex<std::collections::HashMap<String, (String, i64)>>,
     /// The HTTPS certificate's fingerprint, once computed.
     pub fingerprint: std::sync::OnceLock<String>,
+    /// What running QEMU once told (see `vm.rs`).
+    pub qemu_probe: std::sync::OnceLock<Result<oxve_qemu::probe::QemuProbe, String>>,
 }
 
 /// How many verified tickets are remembered before the cache starts over.
@@ -85,6 +87,7 @@ impl Node {
             users: Mutex::new(None),
             tickets: Mutex::new(Default::default()),
             fingerprint: Default::default(),
+            qemu_probe: Default::default(),
         }))
     }
 

@@ -1,9 +1,12 @@
 //! QEMU virtual machines: turning a VM config into QEMU's command line
-//! (`cmdline`) and talking to a running QEMU (`qmp`). Later: lifecycle,
-//! snapshots, migration.
+//! (`cmdline`), probing the host for it (`probe`), running QEMU processes
+//! (`host`) and talking to them (`qmp`).
 
 pub mod cmdline;
 pub mod error;
+pub mod host;
+pub mod probe;
 pub mod qmp;
+pub mod readconfig;
 
 pub use error::CmdlineError;

@@ -94,31 +94,53 @@ impl Qmp {
                     path: path.display().to_string(),
                     source,
                 })?;
-            let (read, writer) = stream.into_split();
-            let mut reader = BufReader::new(read);
-            let greeting = read_message(&mut reader).await?;
-            let version = greeting
-                .get("QMP")
-                .and_then(|q| q.pointer("/version/qemu"))
-                .cloned()
-                .ok_or_else(|| QmpError::Protocol(format!("unexpected greeting {greeting}")))
-                .and_then(|v| {
-                    serde_json::from_value(v)
-                        .map_err(|e| QmpError::Protocol(format!("greeting version: {e}")))
-                })?;
-            let mut qmp = Qmp {
-                reader,
-                writer,
-                next_id: 0,
-                events: VecDeque::new(),
-                version,
-            };
-            qmp.send("qmp_capabilities", None).await?;
-            Ok(qmp)
+            Qmp::negotiate(stream).await
         };
         tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| QmpError::Timeout("qmp_capabilities".into()))?
+    }
+
+    /// Speaks QMP on a connection QEMU made to us (a `-mon` chardev in
+    /// client mode): reads the greeting and negotiates within `timeout`.
+    pub async fn accept(stream: UnixStream, timeout: Duration) -> Result<Qmp, QmpError> {
+        tokio::time::timeout(timeout, Qmp::negotiate(stream))
+            .await
+            .map_err(|_| QmpError::Timeout("qmp_capabilities".into()))?
+    }
+
+    async fn negotiate(stream: UnixStream) -> Result<Qmp, QmpError> {
+        let (read, writer) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let greeting = read_message(&mut reader).await?;
+        let version = greeting
+            .get("QMP")
+            .and_then(|q| q.pointer("/version/qemu"))
+            .cloned()
+            .ok_or_else(|| QmpError::Protocol(format!("unexpected greeting {greeting}")))
+            .and_then(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| QmpError::Protocol(format!("greeting version: {e}")))
+            })?;
+        let mut qmp = Qmp {
+            reader,
+            writer,
+            next_id: 0,
+            events: VecDeque::new(),
+            version,
+        };
+        qmp.send("qmp_capabilities", None).await?;
+        Ok(qmp)
+    }
+
+    /// The next event, waiting as long as it takes (`Closed` when QEMU
+    /// goes away).
+    pub async fn next_event(&mut self) -> Result<Event, QmpError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(e);
+        }
+        let message = read_message(&mut self.reader).await?;
+        parse_event(message)
     }
 
     /// Runs `command` with `arguments` and returns its `return` value,

@@ -8,7 +8,8 @@
 //! test fails when a listed pair passes, so the list stays honest.
 
 use oxve_qemu::cmdline::{
-    build, pretty, ChainLink, HostEnv, PciDevice, PciMapping, SevCapabilities, Version, VmInput,
+    build, pretty, ChainLink, HostEnv, Paths, PciDevice, PciMapping, SevCapabilities, Version,
+    VmInput,
 };
 use oxve_schema::vmconfig::VmConfig;
 use oxve_storage::StorageConfig;
@@ -150,6 +151,7 @@ fn environment(case: &Case, json: &Value, cpu_models_conf: &str) -> HostEnv {
     let mut bridge_mtu = BTreeMap::new();
     bridge_mtu.insert("vxlan_bridge".to_string(), 1450);
     HostEnv {
+        paths: Paths::default(),
         node: "localhost".into(),
         qemu_version: Version::parse(qemu).expect("QEMU_VERSION"),
         host_arch: case

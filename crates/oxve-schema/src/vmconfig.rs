@@ -523,8 +523,9 @@ fn check_type(schema: &Map<String, Value>, key: &str, value: &str) -> Result<Str
     }
 }
 
-/// A drive option (the ones upstream's `foreach_volume` visits).
-fn is_drive_key(key: &str) -> bool {
+/// Whether `key` is a drive option (the ones upstream's `foreach_volume`
+/// visits: `ide0`, `scsi1`, `virtio2`, `sata3`, `efidisk0`, `tpmstate0`).
+pub fn is_drive_key(key: &str) -> bool {
     let name = key.trim_end_matches(|c: char| c.is_ascii_digit());
     (name.len() < key.len() && matches!(name, "ide" | "scsi" | "virtio" | "sata"))
         || key == "efidisk0"
@@ -533,7 +534,7 @@ fn is_drive_key(key: &str) -> bool {
 
 /// The `file` of a drive property string: the value without a key, or
 /// `file=`/`volume=`.
-fn drive_file(value: &str) -> Option<&str> {
+pub fn drive_file(value: &str) -> Option<&str> {
     value
         .split(',')
         .find_map(|part| match part.split_once('=') {

@@ -92,6 +92,7 @@ async fn run(root: PathBuf, args: Args) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     node.lxc().record().map_err(|e| e.to_string())?;
+    oxve_api::vm::install_runtime(&node).map_err(|e| e.to_string())?;
     if args.create_admin {
         if let Some(password) =
             oxve_api::bootstrap::create_admin(&node).map_err(|e| e.to_string())?
@@ -121,6 +122,10 @@ async fn run(root: PathBuf, args: Args) -> Result<(), String> {
         let stop = stop_rx.clone();
         async move { oxve_api::server::serve_unix(node, &socket, stop).await }
     });
+    let events = tokio::spawn(oxve_api::vm_events::serve(
+        Arc::clone(&node),
+        stop_rx.clone(),
+    ));
     let https = tokio::spawn(oxve_api::server::serve_tls(
         Arc::clone(&node),
         listener,
@@ -144,6 +149,7 @@ async fn run(root: PathBuf, args: Args) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = https.await;
     let _ = unix.await;
+    let _ = events.await;
     Ok(())
 }
 

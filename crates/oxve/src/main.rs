@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         "pveam" => pveam::main(&root, args),
         "pct" => pct::main(&root, args),
         "__lxc-hook" => return lxc_hook(args),
+        "__qemu-bridge" => return qemu_bridge(args),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(())
@@ -126,6 +127,58 @@ fn lxc_hook(args: Vec<String>) -> ExitCode {
     let host = oxve_lxc::host::LxcHost::new(std::path::Path::new(root), None);
     let rootfs = host.rootfs_dir(name.parse().unwrap_or_default());
     match oxve_lxc::mount::unmount_all(&rootfs) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// QEMU's tap scripts: `__qemu-bridge <root> up|down <tap<vmid>i<n>>`.
+/// `up` attaches the new tap to its bridge as the daemon wrote in the
+/// NIC's plug file (VLANs, rate limit, the bridge's MTU) and brings it up;
+/// `down` has nothing to undo (the kernel removes the tap with its
+/// qdiscs and bridge port when QEMU closes it).
+fn qemu_bridge(args: Vec<String>) -> ExitCode {
+    let [root, action, ifname] = args.as_slice() else {
+        eprintln!("usage: oxve __qemu-bridge <root> up|down <tap>");
+        return ExitCode::from(2);
+    };
+    if action != "up" {
+        return ExitCode::SUCCESS;
+    }
+    let result = (|| -> Result<(), String> {
+        let (vmid, index) = ifname
+            .strip_prefix("tap")
+            .and_then(|r| r.split_once('i'))
+            .and_then(|(v, i)| Some((v.parse::<u32>().ok()?, i.parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("'{ifname}' is not a VM tap (tap<vmid>i<n>)"))?;
+        let host = oxve_qemu::host::QemuHost::new(PathBuf::from(root).join("run/oxve/qemu"));
+        let file = host.plug_file(vmid, index);
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
+                "net{index} of VM {vmid}: cannot read {}: {e}",
+                file.display()
+            )
+        })?;
+        let words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        let plug = oxve_lxc::net::Plug::from_args(&words).map_err(|e| e.to_string())?;
+        plug.apply(ifname)
+            .map_err(|e| format!("net{index} of VM {vmid}: {e}"))?;
+        let out = std::process::Command::new("ip")
+            .args(["link", "set", "dev", ifname, "up"])
+            .output()
+            .map_err(|e| format!("cannot run ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot bring '{ifname}' up: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    })();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

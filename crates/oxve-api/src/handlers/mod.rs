@@ -28,6 +28,8 @@ pub mod node_storage;
 pub mod nodes;
 pub mod pools;
 pub mod prune;
+pub mod qemu;
+pub mod qemu_status;
 pub mod roles;
 pub mod scan;
 pub mod storage;
@@ -73,6 +75,8 @@ impl Registry {
         lxc_console::register(&mut r);
         lxc_snapshot::register(&mut r);
         lxc_status::register(&mut r);
+        qemu::register(&mut r);
+        qemu_status::register(&mut r);
         pools::register(&mut r);
         nodes::register(&mut r);
         tasks::register(&mut r);

@@ -101,7 +101,7 @@ pub fn usb_controllers(ctx: &mut Ctx) -> Result<Vec<String>, CmdlineError> {
         push2(
             &mut out,
             "-readconfig",
-            "/usr/share/qemu-server/pve-usb.cfg",
+            format!("{}/pve-usb.cfg", ctx.env.paths.share_dir),
         );
     }
     let addr = ctx.pci_addr("xhci")?;
@@ -342,7 +342,14 @@ pub fn serial_and_parallel(ctx: &mut Ctx, devices: &mut Vec<String>) -> Result<(
             continue;
         };
         if path == "socket" {
-            push2(devices, "-chardev", format!("socket,id=serial{i},path=/var/run/qemu-server/{vmid}.serial{i},server=on,wait=off"));
+            push2(
+                devices,
+                "-chardev",
+                format!(
+                    "socket,id=serial{i},path={}/{vmid}.serial{i},server=on,wait=off",
+                    ctx.env.paths.run_dir
+                ),
+            );
             if ctx.arch == "aarch64" && i == 0 {
                 push2(devices, "-serial", format!("chardev:serial{i}"));
             } else {
@@ -443,7 +450,10 @@ pub fn guest_agent(ctx: &mut Ctx, devices: &mut Vec<String>) -> Result<(), Cmdli
     push2(
         devices,
         "-chardev",
-        format!("socket,path=/var/run/qemu-server/{vmid}.qga,server=on,wait=off,id=qga0"),
+        format!(
+            "socket,path={}/{vmid}.qga,server=on,wait=off,id=qga0",
+            ctx.env.paths.run_dir
+        ),
     );
     match p.get("type") {
         None | Some("virtio") | Some("") => {

@@ -47,9 +47,45 @@ pub struct PciMapping {
     pub live_migration_capable: bool,
 }
 
+/// Where the command line points QEMU at files and sockets. The default
+/// is upstream's layout (what `qm showcmd` prints and the fixtures expect);
+/// a running node puts its sockets under its own run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Directory of the per-VM sockets and pid files (`<vmid>.qmp`, ...).
+    pub run_dir: String,
+    /// The socket of the event listener every QEMU connects to.
+    pub event_socket: String,
+    /// The programs QEMU runs when it creates and removes a tap device.
+    pub bridge_up: String,
+    pub bridge_down: String,
+    /// Directory of the QEMU `-readconfig` files and the boot splash.
+    pub share_dir: String,
+    /// Directory of option ROMs (`romfile=`).
+    pub rom_dir: String,
+    /// Directory of the OVMF/AAVMF firmware images, with a trailing slash.
+    pub firmware_dir: String,
+}
+
+impl Default for Paths {
+    fn default() -> Paths {
+        Paths {
+            run_dir: "/var/run/qemu-server".into(),
+            event_socket: "/var/run/qmeventd.sock".into(),
+            bridge_up: "/usr/libexec/qemu-server/pve-bridge".into(),
+            bridge_down: "/usr/libexec/qemu-server/pve-bridgedown".into(),
+            share_dir: "/usr/share/qemu-server".into(),
+            rom_dir: "/usr/share/kvm".into(),
+            firmware_dir: "/usr/share/pve-edk2-firmware/".into(),
+        }
+    }
+}
+
 /// Everything about the host that changes the command line.
 #[derive(Debug, Clone)]
 pub struct HostEnv {
+    /// Files and sockets.
+    pub paths: Paths,
     /// The node's name.
     pub node: String,
     /// Version of the QEMU binary.

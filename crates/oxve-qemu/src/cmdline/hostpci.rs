@@ -258,7 +258,7 @@ pub fn hostpci_devices(
                     s.push_str(",multifunction=on");
                 }
                 if let Some(rom) = d.opts.get("romfile").filter(|r| !r.is_empty()) {
-                    s.push_str(&format!(",romfile=/usr/share/kvm/{rom}"));
+                    s.push_str(&format!(",romfile={}/{rom}", ctx.env.paths.rom_dir));
                 }
                 if let Some(b) = bootorder.get(&id) {
                     s.push_str(&format!(",bootindex={b}"));

@@ -21,7 +21,7 @@ mod props;
 mod quote;
 mod timer;
 
-pub use env::{ChainLink, HostEnv, PciDevice, PciMapping, SevCapabilities};
+pub use env::{ChainLink, HostEnv, Paths, PciDevice, PciMapping, SevCapabilities};
 pub use machine::Version;
 pub use quote::{pretty, shell_quote, to_command_string};
 
@@ -320,7 +320,10 @@ fn assemble(
     push2(
         &mut cmd,
         "-chardev",
-        format!("socket,id=qmp,path=/var/run/qemu-server/{vmid}.qmp,server=on,wait=off"),
+        format!(
+            "socket,id=qmp,path={}/{vmid}.qmp,server=on,wait=off",
+            ctx.env.paths.run_dir
+        ),
     );
     push2(&mut cmd, "-mon", "chardev=qmp,mode=control");
     if ctx.min_machine(2, 12, 0) {
@@ -332,14 +335,17 @@ fn assemble(
         push2(
             &mut cmd,
             "-chardev",
-            format!("socket,id=qmp-event,path=/var/run/qmeventd.sock,{reconnect}"),
+            format!(
+                "socket,id=qmp-event,path={},{reconnect}",
+                ctx.env.paths.event_socket
+            ),
         );
         push2(&mut cmd, "-mon", "chardev=qmp-event,mode=control");
     }
     push2(
         &mut cmd,
         "-pidfile",
-        format!("/var/run/qemu-server/{vmid}.pid"),
+        format!("{}/{vmid}.pid", ctx.env.paths.run_dir),
     );
     cmd.push("-daemonize".into());
 
@@ -366,7 +372,7 @@ fn assemble(
         push2(
             &mut devices,
             "-readconfig",
-            format!("/usr/share/qemu-server/{cfg}"),
+            format!("{}/{cfg}", ctx.env.paths.share_dir),
         );
     }
 
@@ -407,7 +413,10 @@ fn assemble(
         push2(
             &mut devices,
             "-chardev",
-            format!("socket,id=tpmchar,path=/var/run/qemu-server/{vmid}.swtpm"),
+            format!(
+                "socket,id=tpmchar,path={}/{vmid}.swtpm",
+                ctx.env.paths.run_dir
+            ),
         );
         push2(
             &mut devices,
@@ -460,7 +469,10 @@ fn assemble(
     push2(
         &mut cmd,
         "-boot",
-        "menu=on,strict=on,reboot-timeout=1000,splash=/usr/share/qemu-server/bootsplash.jpg",
+        format!(
+            "menu=on,strict=on,reboot-timeout=1000,splash={}/bootsplash.jpg",
+            ctx.env.paths.share_dir
+        ),
     );
     if ctx.get("acpi") == Some("0") {
         machine_flags.push("acpi=off".into());
@@ -478,7 +490,7 @@ fn assemble(
         push2(
             &mut cmd,
             "-vnc",
-            format!("unix:/var/run/qemu-server/{vmid}.vnc,password=on"),
+            format!("unix:{}/{vmid}.vnc,password=on", ctx.env.paths.run_dir),
         );
     } else {
         if vga.kind == "none" {

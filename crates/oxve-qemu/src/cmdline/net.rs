@@ -102,10 +102,11 @@ fn netdev(ctx: &Ctx, net: &Net, netid: &str, i: u32) -> Result<String, CmdlineEr
     } else {
         ""
     };
-    let mut out = if let Some(bridge) = net.opts.get("bridge").filter(|b| !b.is_empty()) {
-        let _ = bridge;
+    let mut out = if net.opts.get("bridge").is_some_and(|b| !b.is_empty()) {
+        let paths = &ctx.env.paths;
         format!(
-            "type=tap,id={netid},ifname={ifname},script=/usr/libexec/qemu-server/pve-bridge,downscript=/usr/libexec/qemu-server/pve-bridgedown{vhost}"
+            "type=tap,id={netid},ifname={ifname},script={},downscript={}{vhost}",
+            paths.bridge_up, paths.bridge_down
         )
     } else {
         let name = ctx

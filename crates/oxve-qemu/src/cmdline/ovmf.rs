@@ -7,8 +7,6 @@ use super::props::Props;
 use super::{json, push2, Ctx};
 use crate::error::{cfg_err, CmdlineError};
 
-const EDK2: &str = "/usr/share/pve-edk2-firmware/";
-
 fn firmware_files(
     ctx: &Ctx,
     efidisk: Option<&Drive>,
@@ -47,7 +45,8 @@ fn firmware_files(
         }
         other => return cfg_err(format!("no OVMF images known for architecture '{other}'")),
     };
-    Ok((format!("{EDK2}/{code}"), format!("{EDK2}/{vars}")))
+    let dir = &ctx.env.paths.firmware_dir;
+    Ok((format!("{dir}/{code}"), format!("{dir}/{vars}")))
 }
 
 /// The firmware part of the command line and its `-machine` flags.

@@ -1,0 +1,769 @@
+//! Virtual machines of this node: the glue between the API and
+//! `oxve-qemu` — the VM config in the store, the host facts for the
+//! command line, disks through the storage plugins, and the start, stop
+//! and shutdown flows that tasks run.
+//!
+//! Locks work as for containers (see `ct.rs`): every read-modify-write of
+//! a VM config and every guest operation holds the VM's async mutex, so
+//! concurrent callers queue; long operations also set the config's `lock`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::node::Node;
+use oxve_qemu::cmdline::{self, HostEnv, Paths, VmInput};
+use oxve_qemu::host::QemuHost;
+use oxve_qemu::probe::QemuProbe;
+use oxve_schema::vmconfig::{drive_file, is_drive_key, VmConfig, VmSection};
+use oxve_storage::{Content, VolumeId};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Store key of VM `vmid`'s config on `node`.
+pub fn config_key(node: &str, vmid: u32) -> String {
+    format!("nodes/{node}/qemu-server/{vmid}.conf")
+}
+
+/// A loaded VM config with the digest of its text.
+pub struct LoadedVm {
+    pub conf: VmConfig,
+    pub digest: String,
+}
+
+/// How long QMP may take to answer a lifecycle command.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Node {
+    /// The QEMU side of this node: its run directory.
+    pub fn qemu(&self) -> QemuHost {
+        QemuHost::new(self.path("run/oxve/qemu"))
+    }
+
+    /// Where this node's command lines point QEMU: sockets, hooks and
+    /// device files under the node's root, firmware from Debian's `ovmf`.
+    pub fn qemu_paths(&self) -> Paths {
+        let run = self.qemu().run_dir().display().to_string();
+        Paths {
+            event_socket: format!("{run}/qmeventd.sock"),
+            bridge_up: format!("{run}/oxve-bridge-up"),
+            bridge_down: format!("{run}/oxve-bridge-down"),
+            share_dir: self.path("run/oxve/qemu-share").display().to_string(),
+            rom_dir: "/usr/share/kvm".into(),
+            firmware_dir: "/usr/share/OVMF/".into(),
+            run_dir: run,
+        }
+    }
+
+    /// The QEMU probe (version, KVM), run once per daemon.
+    pub fn qemu_probe(&self) -> ApiResult<QemuProbe> {
+        self.qemu_probe
+            .get_or_init(|| oxve_qemu::probe::probe(oxve_qemu::probe::QEMU_X86_64))
+            .clone()
+            .map_err(ApiError::fail)
+    }
+
+    /// Whether VM `vmid` exists on this node.
+    pub fn vm_exists(&self, vmid: u32) -> ApiResult<bool> {
+        Ok(self.store.get(&config_key(&self.name, vmid))?.is_some())
+    }
+
+    /// VM `vmid`'s config; upstream's error when there is none.
+    pub fn load_vm(&self, vmid: u32) -> ApiResult<LoadedVm> {
+        let key = config_key(&self.name, vmid);
+        let Some(entry) = self.store.get(&key)? else {
+            return Err(ApiError::fail(format!(
+                "Configuration file '{key}' does not exist"
+            )));
+        };
+        let (conf, _) =
+            VmConfig::parse(vmid, &entry.text, false).map_err(|e| ApiError::fail(e.0))?;
+        Ok(LoadedVm {
+            conf,
+            digest: oxve_config::digest(&entry.text),
+        })
+    }
+
+    /// Read-modify-write of VM `vmid`'s config (it must exist). The
+    /// result is normalized and type-checked as upstream's writer does.
+    pub fn update_vm<T>(
+        &self,
+        vmid: u32,
+        mut f: impl FnMut(&mut VmConfig) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        let key = config_key(&self.name, vmid);
+        self.update_text(&key, |text| {
+            let Some(text) = text else {
+                return Err(ApiError::fail(format!(
+                    "Configuration file '{key}' does not exist"
+                )));
+            };
+            let (mut conf, _) =
+                VmConfig::parse(vmid, text, false).map_err(|e| ApiError::fail(e.0))?;
+            let out = f(&mut conf)?;
+            conf.prepare_write().map_err(|e| ApiError::fail(e.0))?;
+            Ok((Some(conf.write()), out))
+        })
+    }
+
+    /// Sets (`Some`) or clears the config's `lock`; setting fails with
+    /// upstream's error when another lock is held.
+    pub fn set_vm_lock(&self, vmid: u32, lock: Option<&str>) -> ApiResult<()> {
+        self.update_vm(vmid, |conf| {
+            match lock {
+                Some(l) => {
+                    check_unlocked(conf)?;
+                    conf.main.props.insert("lock".into(), l.into());
+                }
+                None => {
+                    conf.main.props.remove("lock");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// VM ids of this node, sorted.
+    pub fn vm_ids(&self) -> ApiResult<Vec<u32>> {
+        let prefix = format!("nodes/{}/qemu-server/", self.name);
+        let mut ids: Vec<u32> = self
+            .store
+            .list(&prefix)?
+            .iter()
+            .filter_map(|m| m.key[prefix.len()..].strip_suffix(".conf")?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The pid of VM `vmid`'s QEMU when it runs.
+    pub fn vm_pid(&self, vmid: u32) -> Option<u32> {
+        self.qemu().pid(vmid)
+    }
+}
+
+/// Upstream's refusal while a `lock` is set.
+pub fn check_unlocked(conf: &VmConfig) -> ApiResult<()> {
+    match conf.main.get("lock") {
+        Some(lock) => Err(ApiError::fail(format!("VM is locked ({lock})"))),
+        None => Ok(()),
+    }
+}
+
+/// Claims id `vmid` for a new VM: its config appears atomically with
+/// `lock: create` (or the call fails when any guest has the id). Returns
+/// the config's store key. The caller holds the guest lock.
+pub fn claim(node: &Node, vmid: u32, section: &VmSection) -> ApiResult<String> {
+    let exists = |kind: &str| {
+        ApiError::fail(format!(
+            "{kind} {vmid} already exists on node '{}'",
+            node.name
+        ))
+    };
+    if let Some(kind) = node.guest_exists(vmid)? {
+        return Err(exists(kind));
+    }
+    let mut claim = VmConfig {
+        main: section.clone(),
+        ..Default::default()
+    };
+    claim.main.props.insert("lock".into(), "create".into());
+    let key = config_key(&node.name, vmid);
+    let put = oxve_config::Op::Put {
+        key: key.clone(),
+        text: claim.write(),
+        expect: oxve_config::Expect::Absent,
+    };
+    match node.store.apply(put) {
+        Ok(_) => Ok(key),
+        Err(oxve_config::ConfigError::VersionMismatch { .. }) => Err(exists("VM")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A random UUID (version 4) in its text form.
+pub fn random_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Drive keys in upstream's boot-device order: IDE, SATA, SCSI, VirtIO.
+fn boot_drive_keys() -> impl Iterator<Item = String> {
+    (0..4)
+        .map(|i| format!("ide{i}"))
+        .chain((0..6).map(|i| format!("sata{i}")))
+        .chain((0..31).map(|i| format!("scsi{i}")))
+        .chain((0..16).map(|i| format!("virtio{i}")))
+}
+
+/// Whether a drive value is a CD-ROM (`media=cdrom`).
+pub fn is_cdrom(value: &str) -> bool {
+    value.split(',').any(|p| p == "media=cdrom")
+}
+
+/// Upstream's default boot order of a new VM: the first disk, the first
+/// CD-ROM, the first NIC (`order=scsi0;ide2;net0`); `None` when it has
+/// none of them.
+pub fn default_boot_order(main: &VmSection) -> Option<String> {
+    let first =
+        |cdrom: bool| boot_drive_keys().find(|k| main.get(k).is_some_and(|v| is_cdrom(v) == cdrom));
+    let net = (0..32)
+        .map(|i| format!("net{i}"))
+        .find(|k| main.props.contains_key(k));
+    let devs: Vec<String> = [first(false), first(true), net]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!devs.is_empty()).then(|| format!("order={}", devs.join(";")))
+}
+
+/// The volumes of a section's drives that live on a storage (not `none`,
+/// host paths or devices): `(key, volid)`.
+pub fn drive_volumes(section: &VmSection) -> Vec<(String, String)> {
+    section
+        .props
+        .iter()
+        .filter(|(k, _)| is_drive_key(k))
+        .filter_map(|(k, v)| {
+            let file = drive_file(v)?;
+            VolumeId::parse(file)
+                .ok()
+                .map(|_| (k.clone(), file.to_string()))
+        })
+        .collect()
+}
+
+/// `storage:size` (a new volume of `size` GiB) as a drive's file.
+pub fn new_disk_spec(file: &str) -> Option<(String, f64)> {
+    let (storage, size) = file.split_once(':')?;
+    let size: f64 = size.parse().ok()?;
+    (oxve_storage::volume::is_storage_id(storage) && size > 0.0)
+        .then(|| (storage.to_string(), size))
+}
+
+/// One drive option of a property string (`format=qcow2`).
+fn drive_opt<'a>(value: &'a str, key: &str) -> Option<&'a str> {
+    value
+        .split(',')
+        .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Allocates a new disk for drive `key` from its `storage:size` value;
+/// returns the volume id and the new drive value (`local:vm-100-disk-0.qcow2,
+/// ...,size=8G`).
+pub fn alloc_disk(
+    node: &Node,
+    vmid: u32,
+    key: &str,
+    value: &str,
+) -> ApiResult<Option<(String, String)>> {
+    let Some(file) = drive_file(value) else {
+        return Ok(None);
+    };
+    let Some((storage, size_gib)) = new_disk_spec(file) else {
+        return Ok(None);
+    };
+    if key == "efidisk0" || key == "tpmstate0" {
+        return Err(ApiError::not_implemented_msg(format!(
+            "{key}: allocating EFI and TPM state disks is not built yet"
+        )));
+    }
+    let plugin = node.open_storage(&storage)?;
+    plugin.activate()?;
+    let format = drive_opt(value, "format");
+    let size_kib = (size_gib * 1024.0 * 1024.0) as u64;
+    let volname = plugin
+        .alloc_for(Some(Content::Images), vmid, format, None, size_kib)
+        .map_err(|e| ApiError::fail(format!("{key}: {e}")))?;
+    let volid = VolumeId::new(&storage, &volname).to_string();
+    let rest: Vec<&str> = value
+        .split(',')
+        .skip(1)
+        .filter(|p| !p.starts_with("size=") && !p.starts_with("format="))
+        .collect();
+    let mut new = volid.clone();
+    for p in rest {
+        new.push(',');
+        new.push_str(p);
+    }
+    new.push_str(&format!(",size={}", crate::ct::size_text(size_gib)));
+    Ok(Some((volid, new)))
+}
+
+/// Frees a volume by id.
+pub fn free_volume(node: &Node, volid: &str) -> ApiResult<()> {
+    crate::ct::free_volume(node, volid)
+}
+
+/// The host as the command line sees it for `section`: the probe, the
+/// storages, and the MTU of each bridge its NICs use (read in the node's
+/// network namespace).
+pub fn host_env(node: &Node, section: &VmSection) -> ApiResult<HostEnv> {
+    let probe = node.qemu_probe()?;
+    let (storage, _) = node.storage_config()?;
+    let mut env = oxve_qemu::probe::host_env(&node.name, &probe, storage, node.qemu_paths());
+    for (key, value) in &section.props {
+        if !key.starts_with("net") {
+            continue;
+        }
+        if let Some(bridge) = drive_opt(value, "bridge") {
+            if let Some(mtu) = bridge_mtu(node, bridge) {
+                env.bridge_mtu.insert(bridge.to_string(), mtu);
+            }
+        }
+    }
+    Ok(env)
+}
+
+/// The MTU of interface `name` in the node's network namespace.
+fn bridge_mtu(node: &Node, name: &str) -> Option<u32> {
+    let out = node
+        .lxc()
+        .in_netns(|| {
+            std::process::Command::new("ip")
+                .args(["-o", "link", "show", "dev", name])
+                .output()
+        })
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+/// The command line of VM `vmid` as it would start now (pending changes
+/// applied), with the generator's warnings. `kvm_fallback`: run under TCG
+/// when KVM is unusable instead of failing (what a start does); returns
+/// the reason when it did.
+pub fn command_line(
+    node: &Node,
+    vmid: u32,
+    section: &VmSection,
+    kvm_fallback: bool,
+) -> ApiResult<(cmdline::Generated, Option<String>)> {
+    let env = host_env(node, section)?;
+    let mut conf = section.props.clone();
+    let mut tcg = None;
+    if kvm_fallback && !env.kvm_available && conf.get("kvm").map(String::as_str) != Some("0") {
+        let reason = node.qemu_probe()?.kvm_unusable.unwrap_or_default();
+        conf.insert("kvm".into(), "0".into());
+        tcg = Some(reason);
+    }
+    let input = VmInput { vmid, conf };
+    let generated = cmdline::build(&input, &env).map_err(|e| ApiError::fail(e.to_string()))?;
+    Ok((generated, tcg))
+}
+
+/// The main section with pending values applied and pending deletions
+/// removed: what the VM will look like after its next start.
+pub fn with_pending(conf: &VmConfig) -> VmSection {
+    let mut s = conf.main.clone();
+    for (k, v) in &conf.pending.props {
+        if k != "delete" {
+            s.props.insert(k.clone(), v.clone());
+        }
+    }
+    for k in conf.pending_deletes().keys() {
+        s.props.remove(k);
+    }
+    s
+}
+
+/// Applies the pending section to the main one (at start, as upstream);
+/// volumes of replaced or deleted drives become `unused<n>`.
+pub fn apply_pending(conf: &mut VmConfig) {
+    let pending = std::mem::take(&mut conf.pending);
+    let deletes = oxve_schema::vmconfig::parse_pending_delete(pending.get("delete").unwrap_or(""));
+    for key in deletes.keys() {
+        if let Some(old) = conf.main.props.remove(key) {
+            keep_unused(conf, key, &old);
+        }
+    }
+    for (key, value) in pending.props {
+        if key == "delete" {
+            continue;
+        }
+        if let Some(old) = conf.main.props.get(&key).cloned() {
+            if old != value {
+                keep_unused(conf, &key, &old);
+            }
+        }
+        conf.main.props.insert(key, value);
+    }
+}
+
+/// Keeps a replaced or removed drive's volume as `unused<n>` (not
+/// CD-ROMs, whose ISO belongs to no VM).
+pub fn keep_unused(conf: &mut VmConfig, key: &str, old: &str) {
+    if !is_drive_key(key) || is_cdrom(old) {
+        return;
+    }
+    let Some(file) = drive_file(old) else {
+        return;
+    };
+    if VolumeId::parse(file).is_err() {
+        return;
+    }
+    if conf.main.props.values().any(|v| v == file) {
+        return;
+    }
+    let n = (0..)
+        .find(|i| !conf.main.props.contains_key(&format!("unused{i}")))
+        .unwrap_or(0);
+    conf.main
+        .props
+        .insert(format!("unused{n}"), file.to_string());
+}
+
+/// Activates the storages and volumes of a VM's drives.
+fn activate_volumes(node: &Node, section: &VmSection) -> ApiResult<()> {
+    for (_, volid) in drive_volumes(section) {
+        let vol = VolumeId::parse(&volid)?;
+        let plugin = node.open_storage(&vol.storage)?;
+        plugin.activate()?;
+        plugin.activate_volume(&vol.volname)?;
+    }
+    Ok(())
+}
+
+/// Deactivates them again after the VM stopped; failures are logged.
+pub fn deactivate_volumes(node: &Node, vmid: u32, section: &VmSection) {
+    for (_, volid) in drive_volumes(section) {
+        let result = (|| -> ApiResult<()> {
+            let vol = VolumeId::parse(&volid)?;
+            Ok(node
+                .open_storage(&vol.storage)?
+                .deactivate_volume(&vol.volname)?)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(vmid, volume = %volid, "cannot deactivate: {e}");
+        }
+    }
+}
+
+/// Writes the bridge hook scripts QEMU runs for taps, and the device
+/// files the command line reads. Done once at daemon start and before
+/// every VM start (the run directory may have been cleaned).
+pub fn install_runtime(node: &Node) -> ApiResult<()> {
+    let paths = node.qemu_paths();
+    let host = node.qemu();
+    host.prepare()
+        .map_err(|e| ApiError::fail(format!("cannot create the QEMU run directory: {e}")))?;
+    oxve_qemu::readconfig::install(std::path::Path::new(&paths.share_dir))
+        .map_err(|e| ApiError::fail(format!("cannot write QEMU device files: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| ApiError::fail(format!("cannot find own binary: {e}")))?;
+    for (path, action) in [(&paths.bridge_up, "up"), (&paths.bridge_down, "down")] {
+        let text = format!(
+            "#!/bin/sh\nexec {} __qemu-bridge {} {action} \"$1\"\n",
+            oxve_qemu::cmdline::shell_quote(&exe.display().to_string()),
+            oxve_qemu::cmdline::shell_quote(&node.root.display().to_string()),
+        );
+        if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+            let tmp = PathBuf::from(format!("{path}.tmp"));
+            std::fs::write(&tmp, &text)
+                .and_then(|_| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                })
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| ApiError::fail(format!("cannot write '{path}': {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes, for each NIC on a bridge, what the bridge hook applies to its
+/// tap (bridge, VLANs, rate), and checks the bridges exist.
+fn write_plugs(node: &Node, vmid: u32, section: &VmSection) -> ApiResult<()> {
+    let host = node.qemu();
+    for (key, value) in &section.props {
+        let Some(index) = key.strip_prefix("net").and_then(|i| i.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(bridge) = drive_opt(value, "bridge") else {
+            continue;
+        };
+        if !node.lxc().has_interface(bridge) {
+            return Err(ApiError::fail(format!(
+                "{key}: bridge '{bridge}' does not exist{}",
+                node.netns
+                    .as_ref()
+                    .map(|n| format!(" (in network namespace '{n}')"))
+                    .unwrap_or_default()
+            )));
+        }
+        let plug = oxve_lxc::net::Plug {
+            bridge: bridge.to_string(),
+            tag: drive_opt(value, "tag").and_then(|t| t.parse().ok()),
+            trunks: drive_opt(value, "trunks")
+                .map(|t| t.split(';').filter_map(|v| v.parse().ok()).collect())
+                .unwrap_or_default(),
+            rate: drive_opt(value, "rate").and_then(|r| r.parse().ok()),
+        };
+        std::fs::write(host.plug_file(vmid, index), plug.to_args())
+            .map_err(|e| ApiError::fail(format!("cannot write the plug of {key}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Starts VM `vmid`: applies pending changes, builds the command line,
+/// activates the volumes, runs QEMU stopped (`-S`) in the node's network
+/// namespace, and lets it run once it answers on QMP. On failure nothing
+/// is left running or active. The caller holds the guest lock.
+pub async fn start(
+    node: &std::sync::Arc<Node>,
+    vmid: u32,
+    log: &(dyn Fn(&str) + Sync),
+) -> ApiResult<()> {
+    let n = node.clone();
+    let prepared = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        let loaded = n.load_vm(vmid)?;
+        check_unlocked(&loaded.conf)?;
+        if n.vm_pid(vmid).is_some() {
+            return Err(ApiError::fail(format!("VM {vmid} already running")));
+        }
+        if loaded.conf.main.get("template") == Some("1") {
+            return Err(ApiError::fail("you can't start a vm if it's a template"));
+        }
+        if !loaded.conf.pending.is_empty() {
+            n.update_vm(vmid, |conf| {
+                apply_pending(conf);
+                Ok(())
+            })?;
+        }
+        let section = n.load_vm(vmid)?.conf.main;
+        install_runtime(&n)?;
+        let (generated, tcg) = command_line(&n, vmid, &section, true)?;
+        let host = n.qemu();
+        host.remove_files(vmid);
+        write_plugs(&n, vmid, &section)?;
+        activate_volumes(&n, &section)?;
+        Ok((section, generated, tcg))
+    })
+    .await
+    .map_err(|e| ApiError::fail(e.to_string()))?;
+    let (section, generated, tcg) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            node.qemu().remove_files(vmid);
+            return Err(e);
+        }
+    };
+    if let Some(reason) = &tcg {
+        log(&format!(
+            "KVM is not usable on this host ({reason}): VM {vmid} runs under TCG emulation, which is much slower"
+        ));
+    }
+    for w in generated.warnings.iter().chain(&generated.notices) {
+        log(w);
+    }
+    let mut args = oxve_qemu::host::for_stock_qemu(&generated.args);
+    args.push("-S".into());
+    let n = node.clone();
+    let spawned = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(&args[0]);
+        cmd.args(&args[1..]);
+        n.lxc()
+            .in_netns(|| Ok(QemuHost::run_daemonizing(&mut cmd)))
+            .map_err(|e| ApiError::fail(format!("cannot enter the node's network namespace: {e}")))?
+            .map_err(|e| ApiError::fail(format!("start failed: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::fail(e.to_string()))?;
+    let result = match spawned {
+        Ok(()) => resume_after_start(node, vmid).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        if let Some(pid) = node.vm_pid(vmid) {
+            QemuHost::terminate(pid, Duration::from_secs(5)).await;
+        }
+        let n = node.clone();
+        let _ = tokio::task::spawn_blocking(move || cleanup(&n, vmid, &section)).await;
+        return Err(e.clone());
+    }
+    result
+}
+
+/// Lets a freshly started (`-S`) QEMU run.
+async fn resume_after_start(node: &Node, vmid: u32) -> ApiResult<()> {
+    let mut qmp = node
+        .qemu()
+        .qmp(vmid, QMP_TIMEOUT)
+        .await
+        .map_err(|e| ApiError::fail(format!("start failed: {e}")))?;
+    qmp.cont()
+        .await
+        .map_err(|e| ApiError::fail(format!("start failed: {e}")))
+}
+
+/// What a stopped VM leaves: its volumes deactivated, its run files gone.
+pub fn cleanup(node: &Node, vmid: u32, section: &VmSection) {
+    deactivate_volumes(node, vmid, section);
+    node.qemu().remove_files(vmid);
+}
+
+/// Cleans up after VM `vmid` if its QEMU has gone away.
+pub fn cleanup_if_stopped(node: &Node, vmid: u32) {
+    if node.vm_pid(vmid).is_some() {
+        return;
+    }
+    if let Ok(loaded) = node.load_vm(vmid) {
+        cleanup(node, vmid, &loaded.conf.main);
+    } else {
+        node.qemu().remove_files(vmid);
+    }
+}
+
+/// Stops VM `vmid` at once: QMP `quit`, then signals if QEMU does not
+/// exit within `timeout`.
+pub async fn stop(node: &std::sync::Arc<Node>, vmid: u32, timeout: Duration) -> ApiResult<()> {
+    let Some(pid) = node.vm_pid(vmid) else {
+        return Err(ApiError::fail(format!("VM {vmid} not running")));
+    };
+    if let Ok(mut qmp) = node.qemu().qmp(vmid, Duration::from_secs(3)).await {
+        let _ = qmp.quit().await;
+    }
+    if !QemuHost::wait_exit(pid, timeout).await {
+        QemuHost::terminate(pid, Duration::from_secs(5)).await;
+    }
+    let n = node.clone();
+    tokio::task::spawn_blocking(move || cleanup_if_stopped(&n, vmid))
+        .await
+        .map_err(|e| ApiError::fail(e.to_string()))
+}
+
+/// Shuts VM `vmid` down by ACPI power button and waits up to `timeout`
+/// for it to go; then stops it when `force_stop`, else fails (the VM keeps
+/// running).
+pub async fn shutdown(
+    node: &std::sync::Arc<Node>,
+    vmid: u32,
+    timeout: Duration,
+    force_stop: bool,
+    log: &(dyn Fn(&str) + Sync),
+) -> ApiResult<()> {
+    let Some(pid) = node.vm_pid(vmid) else {
+        return Err(ApiError::fail(format!("VM {vmid} not running")));
+    };
+    {
+        let mut qmp = node
+            .qemu()
+            .qmp(vmid, QMP_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::fail(e.to_string()))?;
+        qmp.powerdown()
+            .await
+            .map_err(|e| ApiError::fail(e.to_string()))?;
+    }
+    // The event listener quits QEMU once the guest has powered off
+    // (QEMU runs with -no-shutdown); should it not be connected, the
+    // `shutdown` run state says the same.
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if QemuHost::wait_exit(pid, Duration::from_millis(500)).await {
+            break;
+        }
+        if let Ok(mut qmp) = node.qemu().qmp(vmid, Duration::from_secs(2)).await {
+            if qmp.status().await.is_ok_and(|s| s.status == "shutdown") {
+                let _ = qmp.quit().await;
+            }
+        }
+        if std::time::Instant::now() >= until {
+            if !force_stop {
+                return Err(ApiError::fail(format!(
+                    "VM {vmid} did not shut down within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            log(&format!(
+                "VM {vmid} did not shut down within {} s - stopping it",
+                timeout.as_secs()
+            ));
+            return stop(node, vmid, Duration::from_secs(5)).await;
+        }
+    }
+    let n = node.clone();
+    tokio::task::spawn_blocking(move || cleanup_if_stopped(&n, vmid))
+        .await
+        .map_err(|e| ApiError::fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(pairs: &[(&str, &str)]) -> VmSection {
+        VmSection {
+            description: String::new(),
+            props: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn boot_order_as_upstream() {
+        let s = section(&[
+            ("scsi1", "local:vm-1-disk-1.raw"),
+            ("virtio0", "local:vm-1-disk-0.raw"),
+            ("ide2", "local:iso/a.iso,media=cdrom"),
+            ("net1", "virtio,bridge=vmbr0"),
+        ]);
+        assert_eq!(
+            default_boot_order(&s).as_deref(),
+            Some("order=scsi1;ide2;net1")
+        );
+        assert_eq!(default_boot_order(&section(&[("memory", "512")])), None);
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = random_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, random_uuid());
+    }
+
+    #[test]
+    fn pending_applied_keeps_old_disks() {
+        let mut conf = VmConfig {
+            main: section(&[
+                ("scsi0", "local:vm-1-disk-0.raw,size=1G"),
+                ("memory", "512"),
+            ]),
+            ..Default::default()
+        };
+        conf.pending = section(&[
+            ("scsi0", "local:vm-1-disk-1.raw,size=2G"),
+            ("delete", "memory"),
+            ("cores", "2"),
+        ]);
+        apply_pending(&mut conf);
+        assert!(conf.pending.is_empty());
+        assert_eq!(
+            conf.main.get("scsi0"),
+            Some("local:vm-1-disk-1.raw,size=2G")
+        );
+        assert_eq!(conf.main.get("unused0"), Some("local:vm-1-disk-0.raw"));
+        assert_eq!(conf.main.get("memory"), None);
+        assert_eq!(conf.main.get("cores"), Some("2"));
+    }
+
+    #[test]
+    fn new_disk_specs() {
+        assert_eq!(new_disk_spec("local:8"), Some(("local".into(), 8.0)));
+        assert_eq!(new_disk_spec("local:0.5"), Some(("local".into(), 0.5)));
+        assert_eq!(new_disk_spec("local:vm-1-disk-0.raw"), None);
+        assert_eq!(new_disk_spec("local:0"), None);
+    }
+}

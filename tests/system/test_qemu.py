@@ -1,0 +1,187 @@
+"""Virtual machines with real QEMU (TCG on this host), driven as users drive
+them: proxmoxer for the API, `qm` on the node. The guest is the small test
+guest of tests/qemu/build-guest.sh (a Debian kernel with a busybox
+initramfs, cached); its NICs hang on a bridge inside the node's own network
+namespace, never the host's."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from proxmoxer.core import ResourceException
+
+from oxvetest import REPO, need, wait_task
+
+BRIDGE = "vmbr0"
+HOST_IP = "10.78.0.1"
+
+
+def ns(node, *cmd, check=True, timeout=30):
+    return subprocess.run(["ip", "netns", "exec", node.netns, *cmd], capture_output=True, text=True,
+                          check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def qemu(node):
+    need(shutil.which("qemu-system-x86_64") is not None, "QEMU is not installed (qemu-system-x86_64)")
+    ns(node, "ip", "link", "add", BRIDGE, "type", "bridge")
+    ns(node, "ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
+    ns(node, "ip", "link", "set", BRIDGE, "up")
+    yield node
+    node.stop_vms()
+
+
+@pytest.fixture(scope="module")
+def guest(qemu):
+    out = subprocess.run([str(REPO / "tests/qemu/build-guest.sh")], capture_output=True, text=True,
+                         timeout=1800)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def ok(admin, nodename, upid, timeout=90):
+    st = wait_task(admin, nodename, upid, timeout=timeout)
+    assert st["exitstatus"] == "OK", (st, task_log(admin, nodename, upid))
+    return st
+
+
+def task_log(admin, nodename, upid) -> str:
+    return "\n".join(line["t"] for line in admin.nodes(nodename).tasks(upid).log.get(limit=0))
+
+
+def kernel_args(guest: Path) -> str:
+    return (f"-kernel {guest}/vmlinuz -initrd {guest}/initrd.img "
+            "-append 'console=ttyS0 quiet'")
+
+
+class Serial:
+    """The VM's first serial port (`serial0: socket`), read as it prints."""
+
+    def __init__(self, node, vmid: int):
+        path = node.root / f"run/oxve/qemu/{vmid}.serial0"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.sock.settimeout(1)
+        self.seen = b""
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            assert time.monotonic() < deadline, f"no {text!r} on the serial console within {timeout}s: {self.seen[-2000:]!r}"
+            try:
+                chunk = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            assert chunk, f"serial console closed: {self.seen[-2000:]!r}"
+            self.seen += chunk
+        return self.seen.decode(errors="replace")
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\n")
+
+    def close(self):
+        self.sock.close()
+
+
+def status(admin, nodename, vmid):
+    return admin.nodes(nodename).qemu(vmid).status.current.get()
+
+
+def test_create_start_console_shutdown(admin, nodename, qemu, guest):
+    """A VM created with upstream's parameters boots the test kernel under
+    TCG (said in the task log), prints on its serial console, has its tap
+    on the bridge in the node's namespace, answers status from QMP, and
+    powers off on an ACPI shutdown — after which nothing is left running."""
+    upid = admin.nodes(nodename).qemu.post(
+        vmid=200, name="vm200", memory=256, cores=1, net0=f"virtio,bridge={BRIDGE}",
+        scsi0="local:1", scsihw="virtio-scsi-single", serial0="socket", ostype="l26",
+        args=kernel_args(guest))
+    ok(admin, nodename, upid)
+    conf = admin.nodes(nodename).qemu(200).config.get()
+    assert conf["scsi0"].startswith("local:200/vm-200-disk-0."), conf
+    assert "size=1G" in conf["scsi0"]
+    assert conf["net0"].startswith("virtio=BC:24:11:"), conf
+    assert conf["boot"] == "order=scsi0;net0"
+    assert conf["smbios1"].startswith("uuid=")
+    assert "creation-qemu=" in conf["meta"]
+    assert len(conf["vmgenid"]) == 36
+    disk = qemu.root / "var/lib/vz/images/200" / conf["scsi0"].split("/")[1].split(",")[0]
+    assert disk.exists(), disk
+
+    upid = admin.nodes(nodename).qemu(200).status.start.post()
+    ok(admin, nodename, upid)
+    serial = Serial(qemu, 200)
+    try:
+        log = task_log(admin, nodename, upid)
+        kvm_ok = subprocess.run(["sh", "-c", "test -w /dev/kvm"]).returncode == 0
+        if not kvm_ok or "TCG" in log:
+            assert "runs under TCG" in log, log
+        st = status(admin, nodename, 200)
+        assert st["status"] == "running" and st["qmpstatus"] == "running", st
+        assert st["pid"] > 0 and st["running-qemu"], st
+        assert st["maxmem"] == 256 * 1024 * 1024
+        serial.wait_for("oxve-guest: booted", timeout=120)
+        # The tap is on the bridge in the node's namespace, not the host's.
+        links = ns(qemu, "ip", "-o", "link", "show", "master", BRIDGE).stdout
+        assert "tap200i0" in links, links
+        assert subprocess.run(["ip", "link", "show", "tap200i0"], capture_output=True).returncode != 0
+        # The console is a shell.
+        serial.send("echo marker-$((6*7))")
+        serial.wait_for("marker-42", timeout=30)
+        listed = {v["vmid"]: v for v in admin.nodes(nodename).qemu.get()}
+        assert listed[200]["status"] == "running" and listed[200]["name"] == "vm200"
+
+        upid = admin.nodes(nodename).qemu(200).status.shutdown.post(timeout=60)
+        ok(admin, nodename, upid, timeout=90)
+        serial.wait_for("oxve-guest: power button", timeout=5)
+    finally:
+        serial.close()
+    st = status(admin, nodename, 200)
+    assert st["status"] == "stopped", st
+    left = sorted(p.name for p in (qemu.root / "run/oxve/qemu").glob("200.*"))
+    assert left == [], left
+
+
+def test_start_failure_is_reported_and_cleaned(admin, nodename, qemu, guest):
+    """QEMU refusing to start ends the task with QEMU's own message and
+    leaves nothing behind; a missing bridge is named."""
+    upid = admin.nodes(nodename).qemu.post(vmid=201, memory=128, args="-no-such-option")
+    ok(admin, nodename, upid)
+    upid = admin.nodes(nodename).qemu(201).status.start.post()
+    st = wait_task(admin, nodename, upid, timeout=60)
+    assert st["exitstatus"] != "OK"
+    assert "no-such-option" in st["exitstatus"] + task_log(admin, nodename, upid), st
+    assert status(admin, nodename, 201)["status"] == "stopped"
+    assert sorted(p.name for p in (qemu.root / "run/oxve/qemu").glob("201.*")) == []
+
+    admin.nodes(nodename).qemu(201).config.put(delete="args", net0="virtio,bridge=nosuchbr0")
+    upid = admin.nodes(nodename).qemu(201).status.start.post()
+    st = wait_task(admin, nodename, upid, timeout=60)
+    assert "bridge 'nosuchbr0' does not exist" in st["exitstatus"], st
+
+
+def test_stop_and_destroy(admin, nodename, qemu, guest):
+    """stop ends a running VM at once; destroy removes config and disks;
+    protection blocks destroy."""
+    upid = admin.nodes(nodename).qemu.post(vmid=202, memory=128, scsi0="local:1", args=kernel_args(guest))
+    ok(admin, nodename, upid)
+    ok(admin, nodename, admin.nodes(nodename).qemu(202).status.start.post())
+    assert status(admin, nodename, 202)["status"] == "running"
+    with pytest.raises(ResourceException, match="running"):
+        admin.nodes(nodename).qemu(202).delete()
+    ok(admin, nodename, admin.nodes(nodename).qemu(202).status.stop.post())
+    assert status(admin, nodename, 202)["status"] == "stopped"
+    admin.nodes(nodename).qemu(202).config.put(protection=1)
+    with pytest.raises(ResourceException, match="protection"):
+        admin.nodes(nodename).qemu(202).delete()
+    admin.nodes(nodename).qemu(202).config.put(delete="protection")
+    ok(admin, nodename, admin.nodes(nodename).qemu(202).delete())
+    assert not (qemu.root / "var/lib/vz/images/202").exists() or \
+        list((qemu.root / "var/lib/vz/images/202").iterdir()) == []
+    with pytest.raises(ResourceException, match="does not exist"):
+        admin.nodes(nodename).qemu(202).config.get()

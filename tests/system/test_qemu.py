@@ -185,3 +185,56 @@ def test_stop_and_destroy(admin, nodename, qemu, guest):
         list((qemu.root / "var/lib/vz/images/202").iterdir()) == []
     with pytest.raises(ResourceException, match="does not exist"):
         admin.nodes(nodename).qemu(202).config.get()
+
+
+def test_pause_reset_reboot_and_guest_poweroff_after_daemon_restart(admin, nodename, qemu, guest):
+    """suspend/resume pause QEMU (qmpstatus), reset reboots the guest,
+    reboot is shutdown + start (pending changes apply); a restarted daemon
+    adopts the running VM, and a guest that powers itself off is ended by
+    the event listener of the new daemon, its run files removed."""
+    ok(admin, nodename, admin.nodes(nodename).qemu.post(
+        vmid=203, memory=256, serial0="socket", net0=f"virtio,bridge={BRIDGE}", args=kernel_args(guest)))
+    ok(admin, nodename, admin.nodes(nodename).qemu(203).status.start.post())
+    serial = Serial(qemu, 203)
+    try:
+        serial.wait_for("oxve-guest: booted", timeout=120)
+        ok(admin, nodename, admin.nodes(nodename).qemu(203).status.suspend.post())
+        assert status(admin, nodename, 203)["qmpstatus"] == "paused"
+        ok(admin, nodename, admin.nodes(nodename).qemu(203).status.resume.post())
+        assert status(admin, nodename, 203)["qmpstatus"] == "running"
+        serial.seen = b""
+        ok(admin, nodename, admin.nodes(nodename).qemu(203).status.reset.post())
+        serial.wait_for("oxve-guest: booted", timeout=120)
+    finally:
+        serial.close()
+    # A change that waits for the next start; reboot applies it.
+    admin.nodes(nodename).qemu(203).config.put(memory=320)
+    assert any(p["key"] == "memory" and str(p.get("pending")) == "320"
+               for p in admin.nodes(nodename).qemu(203).pending.get())
+    pid = status(admin, nodename, 203)["pid"]
+    ok(admin, nodename, admin.nodes(nodename).qemu(203).status.reboot.post(timeout=60), timeout=120)
+    st = status(admin, nodename, 203)
+    assert st["status"] == "running" and st["pid"] != pid and st["maxmem"] == 320 * 1024 * 1024, st
+    assert str(admin.nodes(nodename).qemu(203).config.get(current=1)["memory"]) == "320"
+
+    qemu.restart()
+    admin = qemu.admin
+    st = status(admin, nodename, 203)
+    assert st["status"] == "running" and st["qmpstatus"] == "running", st
+    serial = Serial(qemu, 203)
+    try:
+        serial.send("")
+        serial.send("echo adopted-$((2+3))")
+        serial.wait_for("adopted-5", timeout=60)
+        time.sleep(6)  # QEMU reconnects to the new daemon's event socket within 5 s
+        serial.send("poweroff -f")
+        deadline = time.monotonic() + 60
+        while status(admin, nodename, 203)["status"] != "stopped":
+            assert time.monotonic() < deadline, "guest powered off but its QEMU still runs"
+            time.sleep(0.5)
+    finally:
+        serial.close()
+    deadline = time.monotonic() + 10
+    while list((qemu.root / "run/oxve/qemu").glob("203.*")):
+        assert time.monotonic() < deadline, list((qemu.root / "run/oxve/qemu").glob("203.*"))
+        time.sleep(0.2)

@@ -14,7 +14,7 @@ use oxve_qemu::host::QemuHost;
 use oxve_qemu::probe::QemuProbe;
 use oxve_schema::vmconfig::{drive_file, is_drive_key, VmConfig, VmSection};
 use oxve_storage::{Content, VolumeId};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Store key of VM `vmid`'s config on `node`.
@@ -37,19 +37,9 @@ impl Node {
         QemuHost::new(self.path("run/oxve/qemu"))
     }
 
-    /// Where this node's command lines point QEMU: sockets, hooks and
-    /// device files under the node's root, firmware from Debian's `ovmf`.
+    /// Where this node's command lines point QEMU (see [`paths_at`]).
     pub fn qemu_paths(&self) -> Paths {
-        let run = self.qemu().run_dir().display().to_string();
-        Paths {
-            event_socket: format!("{run}/qmeventd.sock"),
-            bridge_up: format!("{run}/oxve-bridge-up"),
-            bridge_down: format!("{run}/oxve-bridge-down"),
-            share_dir: self.path("run/oxve/qemu-share").display().to_string(),
-            rom_dir: "/usr/share/kvm".into(),
-            firmware_dir: "/usr/share/OVMF/".into(),
-            run_dir: run,
-        }
+        paths_at(&self.root)
     }
 
     /// The QEMU probe (version, KVM), run once per daemon.
@@ -136,6 +126,22 @@ impl Node {
     /// The pid of VM `vmid`'s QEMU when it runs.
     pub fn vm_pid(&self, vmid: u32) -> Option<u32> {
         self.qemu().pid(vmid)
+    }
+}
+
+/// Where the command lines of the node rooted at `root` point QEMU:
+/// sockets, hooks and device files under the node's root, firmware from
+/// Debian's `ovmf`.
+pub fn paths_at(root: &Path) -> Paths {
+    let run = root.join("run/oxve/qemu").display().to_string();
+    Paths {
+        event_socket: format!("{run}/qmeventd.sock"),
+        bridge_up: format!("{run}/oxve-bridge-up"),
+        bridge_down: format!("{run}/oxve-bridge-down"),
+        share_dir: root.join("run/oxve/qemu-share").display().to_string(),
+        rom_dir: "/usr/share/kvm".into(),
+        firmware_dir: "/usr/share/OVMF/".into(),
+        run_dir: run,
     }
 }
 
@@ -306,26 +312,43 @@ pub fn free_volume(node: &Node, volid: &str) -> ApiResult<()> {
 /// storages, and the MTU of each bridge its NICs use (read in the node's
 /// network namespace).
 pub fn host_env(node: &Node, section: &VmSection) -> ApiResult<HostEnv> {
-    let probe = node.qemu_probe()?;
     let (storage, _) = node.storage_config()?;
-    let mut env = oxve_qemu::probe::host_env(&node.name, &probe, storage, node.qemu_paths());
+    let probe = node.qemu_probe()?;
+    Ok(host_env_with(
+        &node.name,
+        &node.root,
+        &probe,
+        storage,
+        &node.lxc(),
+        section,
+    ))
+}
+
+fn host_env_with(
+    name: &str,
+    root: &Path,
+    probe: &QemuProbe,
+    storage: oxve_storage::StorageConfig,
+    lxc: &oxve_lxc::host::LxcHost,
+    section: &VmSection,
+) -> HostEnv {
+    let mut env = oxve_qemu::probe::host_env(name, probe, storage, paths_at(root));
     for (key, value) in &section.props {
         if !key.starts_with("net") {
             continue;
         }
         if let Some(bridge) = drive_opt(value, "bridge") {
-            if let Some(mtu) = bridge_mtu(node, bridge) {
+            if let Some(mtu) = bridge_mtu(lxc, bridge) {
                 env.bridge_mtu.insert(bridge.to_string(), mtu);
             }
         }
     }
-    Ok(env)
+    env
 }
 
 /// The MTU of interface `name` in the node's network namespace.
-fn bridge_mtu(node: &Node, name: &str) -> Option<u32> {
-    let out = node
-        .lxc()
+fn bridge_mtu(lxc: &oxve_lxc::host::LxcHost, name: &str) -> Option<u32> {
+    let out = lxc
         .in_netns(|| {
             std::process::Command::new("ip")
                 .args(["-o", "link", "show", "dev", name])
@@ -338,10 +361,9 @@ fn bridge_mtu(node: &Node, name: &str) -> Option<u32> {
     words.next()?.parse().ok()
 }
 
-/// The command line of VM `vmid` as it would start now (pending changes
-/// applied), with the generator's warnings. `kvm_fallback`: run under TCG
-/// when KVM is unusable instead of failing (what a start does); returns
-/// the reason when it did.
+/// The command line of VM `vmid` for `section`, with the generator's
+/// warnings. `kvm_fallback`: run under TCG when KVM is unusable instead
+/// of failing (what a start does); returns the reason when it did.
 pub fn command_line(
     node: &Node,
     vmid: u32,
@@ -349,16 +371,78 @@ pub fn command_line(
     kvm_fallback: bool,
 ) -> ApiResult<(cmdline::Generated, Option<String>)> {
     let env = host_env(node, section)?;
+    let probe = node.qemu_probe()?;
+    generate(&env, &probe, vmid, section, kvm_fallback)
+}
+
+fn generate(
+    env: &HostEnv,
+    probe: &QemuProbe,
+    vmid: u32,
+    section: &VmSection,
+    kvm_fallback: bool,
+) -> ApiResult<(cmdline::Generated, Option<String>)> {
     let mut conf = section.props.clone();
     let mut tcg = None;
     if kvm_fallback && !env.kvm_available && conf.get("kvm").map(String::as_str) != Some("0") {
-        let reason = node.qemu_probe()?.kvm_unusable.unwrap_or_default();
         conf.insert("kvm".into(), "0".into());
-        tcg = Some(reason);
+        tcg = Some(probe.kvm_unusable.clone().unwrap_or_default());
     }
     let input = VmInput { vmid, conf };
-    let generated = cmdline::build(&input, &env).map_err(|e| ApiError::fail(e.to_string()))?;
+    let generated = cmdline::build(&input, env).map_err(|e| ApiError::fail(e.to_string()))?;
     Ok((generated, tcg))
+}
+
+/// `qm showcmd` on the node rooted at `root` (no daemon needed): the
+/// command line a start of VM `vmid` (or of its `snapshot`'s config)
+/// would run, as one line or one option per line (`pretty`).
+pub fn showcmd_at(
+    root: &Path,
+    vmid: u32,
+    snapshot: Option<&str>,
+    pretty: bool,
+) -> ApiResult<String> {
+    let db = root.join("var/lib/oxve/config.db");
+    if !db.is_file() {
+        return Err(ApiError::fail(format!(
+            "no oxve node at '{}' ({} is missing)",
+            root.display(),
+            db.display()
+        )));
+    }
+    let store = oxve_config::Store::open(&db)?;
+    let suffix = format!("/qemu-server/{vmid}.conf");
+    let entry = store
+        .list("nodes/")?
+        .into_iter()
+        .find(|m| m.key.ends_with(&suffix))
+        .ok_or_else(|| ApiError::fail(format!("VM {vmid} does not exist on this node")))?;
+    let node_name = entry.key["nodes/".len()..entry.key.len() - suffix.len()].to_string();
+    let text = store.get(&entry.key)?.map(|e| e.text).unwrap_or_default();
+    let (conf, _) = VmConfig::parse(vmid, &text, false).map_err(|e| ApiError::fail(e.0))?;
+    let section = match snapshot {
+        Some(s) => conf
+            .snapshots
+            .get(s)
+            .cloned()
+            .ok_or_else(|| ApiError::fail(format!("snapshot '{s}' does not exist")))?,
+        None => conf.main,
+    };
+    let storage_text = store
+        .get(crate::storage::STORAGE_CFG)?
+        .map(|e| e.text)
+        .unwrap_or_default();
+    let storage = oxve_storage::StorageConfig::parse(&storage_text);
+    let probe = oxve_qemu::probe::probe(oxve_qemu::probe::QEMU_X86_64).map_err(ApiError::fail)?;
+    let lxc = oxve_lxc::host::LxcHost::of_node(root);
+    let env = host_env_with(&node_name, root, &probe, storage, &lxc, &section);
+    let (generated, _) = generate(&env, &probe, vmid, &section, true)?;
+    let args = oxve_qemu::host::for_stock_qemu(&generated.args);
+    Ok(if pretty {
+        cmdline::pretty(&args)
+    } else {
+        cmdline::to_command_string(&args)
+    })
 }
 
 /// The main section with pending values applied and pending deletions

@@ -119,21 +119,37 @@ async fn resources(ctx: Ctx) -> ApiResult<Value> {
         .await?;
         out.extend(storages);
     }
-    if wanted.is_none() || wanted == Some("vm") || wanted == Some("lxc") {
-        let ids: Vec<u32> = ctx
-            .node
-            .ct_ids()?
-            .into_iter()
-            .filter(|id| ctx.has_privs(&format!("/vms/{id}"), &["VM.Audit"], false))
-            .collect();
+    if wanted.is_none() || wanted == Some("vm") || wanted == Some("lxc") || wanted == Some("qemu") {
+        let audit = |id: &u32| ctx.has_privs(&format!("/vms/{id}"), &["VM.Audit"], false);
+        let cts: Vec<u32> = if wanted.is_none() || wanted == Some("vm") || wanted == Some("lxc") {
+            ctx.node.ct_ids()?.into_iter().filter(audit).collect()
+        } else {
+            Vec::new()
+        };
+        let vms: Vec<u32> = if wanted.is_none() || wanted == Some("vm") || wanted == Some("qemu") {
+            ctx.node.vm_ids()?.into_iter().filter(audit).collect()
+        } else {
+            Vec::new()
+        };
         let node = ctx.node.clone();
         let pools = ctx.node.users()?;
         let guests = super::node_storage::blocking(move || {
-            Ok(ids
+            let entries = cts
                 .into_iter()
                 .filter_map(|id| {
                     let mut v = super::lxc::list_entry(&node, id).ok()?;
+                    v["type"] = json!("lxc");
                     v["id"] = json!(format!("lxc/{id}"));
+                    Some((id, v))
+                })
+                .chain(vms.into_iter().filter_map(|id| {
+                    let mut v = super::qemu::list_entry(&node, id).ok()?;
+                    v["type"] = json!("qemu");
+                    v["id"] = json!(format!("qemu/{id}"));
+                    Some((id, v))
+                }));
+            Ok(entries
+                .map(|(id, mut v)| {
                     v["node"] = json!(node.name);
                     if let Some((pool, _)) = pools
                         .pools
@@ -142,7 +158,7 @@ async fn resources(ctx: Ctx) -> ApiResult<Value> {
                     {
                         v["pool"] = json!(pool);
                     }
-                    Some(v)
+                    v
                 })
                 .collect::<Vec<_>>())
         })

@@ -129,34 +129,54 @@ async fn bulk(ctx: Ctx, worker: &str, action: &'static str, list: Vec<Guest>) ->
                 }
                 let mut failed = Vec::new();
                 for (kind, vmid, _, up, down) in todo {
-                    if kind != "lxc" {
-                        task.warn(format!(
-                            "cannot {action} VM {vmid}: this build has no QEMU driver yet"
-                        ));
-                        failed.push(vmid);
-                        continue;
-                    }
                     let _guard = node.guest_locks.lock(vmid).await;
-                    let n = node.clone();
-                    let log = task.clone();
-                    let result = tokio::task::spawn_blocking(move || {
-                        let running = n.lxc().state(vmid).map_err(crate::ct::lxc_err)?
-                            != oxve_lxc::host::RunState::Stopped;
+                    let result = if kind == "lxc" {
+                        let n = node.clone();
+                        let log = task.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let running = n.lxc().state(vmid).map_err(crate::ct::lxc_err)?
+                                != oxve_lxc::host::RunState::Stopped;
+                            match (action, running) {
+                                ("start", false) => {
+                                    log.log(format!("Starting CT {vmid}"));
+                                    super::lxc_status::apply_pending(&n, vmid)?;
+                                    crate::ct::start(&n, vmid, &|l| log.log(l))
+                                }
+                                ("stop", true) => {
+                                    log.log(format!(
+                                        "Stopping CT {vmid} (timeout = {down} seconds)"
+                                    ));
+                                    crate::ct::stop(&n, vmid, false, down, true)
+                                }
+                                _ => Ok(()),
+                            }
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?
+                    } else {
+                        let running = node.vm_pid(vmid).is_some();
+                        let log = task.clone();
+                        let log = move |l: &str| log.log(l);
                         match (action, running) {
                             ("start", false) => {
-                                log.log(format!("Starting CT {vmid}"));
-                                super::lxc_status::apply_pending(&n, vmid)?;
-                                crate::ct::start(&n, vmid, &|l| log.log(l))
+                                task.log(format!("Starting VM {vmid}"));
+                                crate::vm::start(&node, vmid, &log).await
                             }
                             ("stop", true) => {
-                                log.log(format!("Stopping CT {vmid} (timeout = {down} seconds)"));
-                                crate::ct::stop(&n, vmid, false, down, true)
+                                task.log(format!("Stopping VM {vmid} (timeout = {down} seconds)"));
+                                crate::vm::shutdown(
+                                    &node,
+                                    vmid,
+                                    std::time::Duration::from_secs(down),
+                                    true,
+                                    &log,
+                                )
+                                .await
                             }
                             _ => Ok(()),
                         }
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    };
+                    let what = if kind == "lxc" { "CT" } else { "VM" };
                     match result {
                         Ok(()) if action == "start" && up > 0 => {
                             task.log(format!("Waiting for {up} seconds (startup delay)"));
@@ -164,7 +184,7 @@ async fn bulk(ctx: Ctx, worker: &str, action: &'static str, list: Vec<Guest>) ->
                         }
                         Ok(()) => {}
                         Err(e) => {
-                            task.warn(format!("{action} of CT {vmid} failed: {}", e.message));
+                            task.warn(format!("{action} of {what} {vmid} failed: {}", e.message));
                             failed.push(vmid);
                         }
                     }

@@ -51,9 +51,6 @@ async fn current(ctx: Ctx) -> ApiResult<Value> {
     v["running-qemu"] = json!(format!("{}.{}.{}", ver.major, ver.minor, ver.micro));
     if let Ok(s) = qmp.status().await {
         v["qmpstatus"] = json!(s.status);
-        if s.status == "paused" || s.status == "suspended" {
-            v["status"] = json!(s.status);
-        }
     }
     if let Ok(machines) = qmp.execute("query-machines", None).await {
         if let Some(m) = machines

@@ -238,3 +238,47 @@ def test_pause_reset_reboot_and_guest_poweroff_after_daemon_restart(admin, noden
     while list((qemu.root / "run/oxve/qemu").glob("203.*")):
         assert time.monotonic() < deadline, list((qemu.root / "run/oxve/qemu").glob("203.*"))
         time.sleep(0.2)
+
+
+def test_resize_online_and_offline_unlink_monitor(admin, nodename, qemu, guest):
+    """resize grows a running VM's disk through QMP (the guest sees the new
+    size at once) and a stopped VM's on the storage; unlink turns a disk
+    into unused or, forced, removes its volume; the monitor answers."""
+    ok(admin, nodename, admin.nodes(nodename).qemu.post(
+        vmid=204, memory=256, serial0="socket", virtio0="local:1", args=kernel_args(guest)))
+    ok(admin, nodename, admin.nodes(nodename).qemu(204).status.start.post())
+    serial = Serial(qemu, 204)
+    try:
+        serial.wait_for("oxve-guest: booted", timeout=120)
+        serial.send("echo size-$(cat /sys/block/vda/size)")
+        serial.wait_for(f"size-{2 * 1024 * 1024}", timeout=30)
+        ok(admin, nodename, admin.nodes(nodename).qemu(204).resize.put(disk="virtio0", size="+1G"))
+        serial.send("echo size-$(cat /sys/block/vda/size)")
+        serial.wait_for(f"size-{4 * 1024 * 1024}", timeout=30)
+    finally:
+        serial.close()
+    assert "size=2G" in admin.nodes(nodename).qemu(204).config.get()["virtio0"]
+    out = admin.nodes(nodename).qemu(204).monitor.post(command="info status")
+    assert "running" in out, out
+    st = wait_task(admin, nodename, admin.nodes(nodename).qemu(204).resize.put(disk="virtio0", size="1G"))
+    assert "shrinking disks is not supported" in st["exitstatus"], st
+    ok(admin, nodename, admin.nodes(nodename).qemu(204).status.stop.post())
+
+    ok(admin, nodename, admin.nodes(nodename).qemu(204).resize.put(disk="virtio0", size="3G"))
+    conf = admin.nodes(nodename).qemu(204).config.get()
+    assert "size=3G" in conf["virtio0"]
+    volpath = qemu.root / "var/lib/vz/images/204" / conf["virtio0"].split("/")[1].split(",")[0]
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(volpath)], capture_output=True, text=True)
+    assert '"virtual-size": 3221225472' in info.stdout, info.stdout
+
+    admin.nodes(nodename).qemu(204).config.put(scsi1="local:1")
+    scsi1 = admin.nodes(nodename).qemu(204).config.get()["scsi1"].split(",")[0]
+    admin.nodes(nodename).qemu(204).unlink.put(idlist="virtio0")
+    conf = admin.nodes(nodename).qemu(204).config.get()
+    assert "virtio0" not in conf and conf["unused0"] == volpath.parent.name + "/" + volpath.name \
+        or conf["unused0"].endswith(volpath.name), conf
+    admin.nodes(nodename).qemu(204).unlink.put(idlist="scsi1", force=1)
+    conf = admin.nodes(nodename).qemu(204).config.get()
+    assert "scsi1" not in conf and scsi1 not in conf.values(), conf
+    assert not (qemu.root / "var/lib/vz/images" / scsi1.split(":")[1]).exists()
+    ok(admin, nodename, admin.nodes(nodename).qemu(204).delete())

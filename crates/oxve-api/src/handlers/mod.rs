@@ -29,6 +29,7 @@ pub mod nodes;
 pub mod pools;
 pub mod prune;
 pub mod qemu;
+pub mod qemu_disk;
 pub mod qemu_status;
 pub mod roles;
 pub mod scan;
@@ -77,6 +78,7 @@ impl Registry {
         lxc_status::register(&mut r);
         qemu::register(&mut r);
         qemu_status::register(&mut r);
+        qemu_disk::register(&mut r);
         pools::register(&mut r);
         nodes::register(&mut r);
         tasks::register(&mut r);

@@ -787,7 +787,7 @@ fn apply_changes(
     Ok(())
 }
 
-async fn set_config_sync(ctx: Ctx) -> ApiResult<Value> {
+pub async fn set_config_sync(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let up = parse_update(&ctx, vmid)?;
     let node = ctx.node.clone();

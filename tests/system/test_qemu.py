@@ -213,6 +213,11 @@ def test_pause_reset_reboot_and_guest_poweroff_after_daemon_restart(admin, noden
                for p in admin.nodes(nodename).qemu(203).pending.get())
     pid = status(admin, nodename, 203)["pid"]
     ok(admin, nodename, admin.nodes(nodename).qemu(203).status.reboot.post(timeout=60), timeout=120)
+    serial = Serial(qemu, 203)
+    try:
+        serial.wait_for("oxve-guest: booted", timeout=120)
+    finally:
+        serial.close()
     st = status(admin, nodename, 203)
     assert st["status"] == "running" and st["pid"] != pid and st["maxmem"] == 320 * 1024 * 1024, st
     assert str(admin.nodes(nodename).qemu(203).config.get(current=1)["memory"]) == "320"

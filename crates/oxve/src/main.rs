@@ -17,12 +17,14 @@ mod pvesm_prune;
 mod pvesm_scan;
 mod pvesm_transfer;
 mod pveum;
+mod qm;
+mod qm_local;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Tools this binary answers to, by name.
-const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm", "pveam", "pct"];
+const TOOLS: &[&str] = &["pvesh", "pveum", "pvesm", "pveam", "pct", "qm"];
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         "pvesm" => pvesm::main(&root, args),
         "pveam" => pveam::main(&root, args),
         "pct" => pct::main(&root, args),
+        "qm" => qm::main(&root, args),
         "__lxc-hook" => return lxc_hook(args),
         "__qemu-bridge" => return qemu_bridge(args),
         "help" | "--help" | "-h" => {
@@ -197,7 +200,8 @@ fn usage() -> String {
            pveum      users, groups, roles, ACLs, tokens and passwords\n  \
            pvesm      storages and their volumes\n  \
            pveam      container templates: appliance index, download, list\n  \
-           pct        containers: create, start, stop, config, exec, enter\n\n\
+           pct        containers: create, start, stop, config, exec, enter\n  \
+           qm         virtual machines: create, start, stop, config, monitor, terminal\n\n\
          The tools are also available as symlinks named after them.\n\
          OXVE_ROOT (or --root) selects the node's root directory (default /).",
         env!("CARGO_PKG_VERSION")

@@ -29,6 +29,7 @@ pub mod nodes;
 pub mod pools;
 pub mod prune;
 pub mod qemu;
+pub mod qemu_console;
 pub mod qemu_disk;
 pub mod qemu_status;
 pub mod roles;
@@ -79,6 +80,7 @@ impl Registry {
         qemu::register(&mut r);
         qemu_status::register(&mut r);
         qemu_disk::register(&mut r);
+        qemu_console::register(&mut r);
         pools::register(&mut r);
         nodes::register(&mut r);
         tasks::register(&mut r);

@@ -1,0 +1,76 @@
+//! `/nodes/{node}/qemu/{vmid}/termproxy` and `vncwebsocket`: a VM's
+//! serial console for xterm.js, as upstream runs it — `qm terminal` on the
+//! VM's serial socket inside a terminal session (see `termproxy.rs`).
+
+use super::qemu::vmid;
+use super::{Ctx, Registry};
+use crate::error::{ApiError, ApiResult};
+use crate::reg;
+use crate::termproxy::{self, Terminal};
+use serde_json::{json, Value};
+
+pub fn register(r: &mut Registry) {
+    reg!(r, POST "/nodes/{node}/qemu/{vmid}/termproxy" => termproxy);
+    reg!(r, GET "/nodes/{node}/qemu/{vmid}/vncwebsocket" => vncwebsocket);
+}
+
+async fn termproxy(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let conf = ctx.node.load_vm(vmid)?.conf.main;
+    // Upstream's choice: the given serial port, else the first socket one.
+    let iface = match ctx.opt_str("serial") {
+        Some(s) => s.to_string(),
+        None => (0..4)
+            .map(|i| format!("serial{i}"))
+            .find(|k| conf.get(k) == Some("socket"))
+            .ok_or_else(|| ApiError::fail("no serial terminal configured"))?,
+    };
+    if conf.get(&iface) != Some("socket") {
+        return Err(ApiError::fail(format!(
+            "{iface} is not a socket serial port"
+        )));
+    }
+    if ctx.node.vm_pid(vmid).is_none() {
+        return Err(ApiError::fail(format!("VM {vmid} not running")));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| ApiError::fail(format!("cannot find own binary: {e}")))?;
+    let argv = vec![
+        exe.display().to_string(),
+        "--root".into(),
+        ctx.node.root.display().to_string(),
+        "qm".into(),
+        "terminal".into(),
+        vmid.to_string(),
+        "--escape".into(),
+        "0".into(),
+        "--iface".into(),
+        iface,
+    ];
+    termproxy::start(
+        &ctx,
+        Terminal {
+            argv,
+            env: Vec::new(),
+            acl_path: format!("/vms/{vmid}"),
+            privs: vec!["VM.Console"],
+            task_type: "vncproxy",
+            task_id: Some(vmid.to_string()),
+        },
+    )
+}
+
+async fn vncwebsocket(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let port = ctx
+        .opt_int("port")
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| ApiError::param("port", "property is missing and it is not optional"))?;
+    crate::websocket::verify_ticket(
+        ctx.str("vncticket")?,
+        &ctx.caller.authid(),
+        &format!("/vms/{vmid}"),
+        port,
+    )?;
+    Ok(json!({ "port": port.to_string() }))
+}

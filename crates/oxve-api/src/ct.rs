@@ -151,31 +151,18 @@ pub fn claim(
     vmid: u32,
     section: &oxve_schema::ctconfig::CtSection,
 ) -> ApiResult<String> {
-    let exists = |kind: &str| {
-        ApiError::fail(format!(
-            "{kind} {vmid} already exists on node '{}'",
-            node.name
-        ))
-    };
-    if let Some(kind) = node.guest_exists(vmid)? {
-        return Err(exists(kind));
-    }
     let mut claim = CtConfig {
         main: section.clone(),
         ..Default::default()
     };
     claim.main.props.insert("lock".into(), "create".into());
-    let key = config_key(&node.name, vmid);
-    let put = oxve_config::Op::Put {
-        key: key.clone(),
-        text: claim.write(),
-        expect: oxve_config::Expect::Absent,
-    };
-    match node.store.apply(put) {
-        Ok(_) => Ok(key),
-        Err(oxve_config::ConfigError::VersionMismatch { .. }) => Err(exists("CT")),
-        Err(e) => Err(e.into()),
-    }
+    crate::guest::claim(
+        node,
+        vmid,
+        config_key(&node.name, vmid),
+        claim.write(),
+        "CT",
+    )
 }
 
 /// Upstream's refusal while a `lock` is set.

@@ -11,6 +11,7 @@ pub mod ct_hotplug;
 pub mod ct_snapshot;
 pub mod dispatch;
 pub mod error;
+pub mod guest;
 pub mod handlers;
 pub mod netns;
 pub mod node;

@@ -81,6 +81,15 @@ impl Node {
 /// that stream volumes (`pvesm export` / `pvesm import`), as upstream's run
 /// in-process too.
 pub fn open_storage_at(root: &Path, id: &str) -> ApiResult<Box<dyn StoragePlugin>> {
+    let store = open_store_at(root)?;
+    let text = store.get(STORAGE_CFG)?.map(|e| e.text).unwrap_or_default();
+    let def = StorageConfig::parse(&text).get(id)?;
+    open_with(&store, root, def)
+}
+
+/// The config store of the node rooted at `root`, for tools that run
+/// beside the daemon (`pct mount`, `qm showcmd`).
+pub fn open_store_at(root: &Path) -> ApiResult<oxve_config::Store> {
     let db = root.join("var/lib/oxve/config.db");
     if !db.is_file() {
         return Err(ApiError::fail(format!(
@@ -89,10 +98,7 @@ pub fn open_storage_at(root: &Path, id: &str) -> ApiResult<Box<dyn StoragePlugin
             db.display()
         )));
     }
-    let store = oxve_config::Store::open(&db)?;
-    let text = store.get(STORAGE_CFG)?.map(|e| e.text).unwrap_or_default();
-    let def = StorageConfig::parse(&text).get(id)?;
-    open_with(&store, root, def)
+    Ok(oxve_config::Store::open(&db)?)
 }
 
 /// A plugin for `def` with the real tools, the node's run directory and

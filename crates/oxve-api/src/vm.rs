@@ -157,31 +157,18 @@ pub fn check_unlocked(conf: &VmConfig) -> ApiResult<()> {
 /// `lock: create` (or the call fails when any guest has the id). Returns
 /// the config's store key. The caller holds the guest lock.
 pub fn claim(node: &Node, vmid: u32, section: &VmSection) -> ApiResult<String> {
-    let exists = |kind: &str| {
-        ApiError::fail(format!(
-            "{kind} {vmid} already exists on node '{}'",
-            node.name
-        ))
-    };
-    if let Some(kind) = node.guest_exists(vmid)? {
-        return Err(exists(kind));
-    }
     let mut claim = VmConfig {
         main: section.clone(),
         ..Default::default()
     };
     claim.main.props.insert("lock".into(), "create".into());
-    let key = config_key(&node.name, vmid);
-    let put = oxve_config::Op::Put {
-        key: key.clone(),
-        text: claim.write(),
-        expect: oxve_config::Expect::Absent,
-    };
-    match node.store.apply(put) {
-        Ok(_) => Ok(key),
-        Err(oxve_config::ConfigError::VersionMismatch { .. }) => Err(exists("VM")),
-        Err(e) => Err(e.into()),
-    }
+    crate::guest::claim(
+        node,
+        vmid,
+        config_key(&node.name, vmid),
+        claim.write(),
+        "VM",
+    )
 }
 
 /// A random UUID (version 4) in its text form.
@@ -402,15 +389,7 @@ pub fn showcmd_at(
     snapshot: Option<&str>,
     pretty: bool,
 ) -> ApiResult<String> {
-    let db = root.join("var/lib/oxve/config.db");
-    if !db.is_file() {
-        return Err(ApiError::fail(format!(
-            "no oxve node at '{}' ({} is missing)",
-            root.display(),
-            db.display()
-        )));
-    }
-    let store = oxve_config::Store::open(&db)?;
+    let store = crate::storage::open_store_at(root)?;
     let suffix = format!("/qemu-server/{vmid}.conf");
     let entry = store
         .list("nodes/")?

@@ -5,12 +5,13 @@ use super::{Ctx, Registry};
 use crate::ct::{self, check_unlocked, config_key};
 use crate::ct_hotplug::pending_deletes;
 use crate::error::{ApiError, ApiResult};
+use crate::guest::{check_allocate, config_text, list_param};
 use crate::reg;
 use oxve_lxc::host::RunState;
 use oxve_lxc::model::MountKind;
 use oxve_lxc::Ct;
 use oxve_schema::ctconfig::{CtConfig, CtSection};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 pub fn register(r: &mut Registry) {
     reg!(r, GET "/nodes/{node}/lxc" => index);
@@ -46,15 +47,6 @@ const CREATE_ONLY: &[&str] = &[
     "bwlimit",
     "ha-managed",
 ];
-
-/// A validated parameter as config text (booleans as `1`/`0`).
-fn config_text(v: &Value) -> String {
-    match v {
-        Value::Bool(b) => if *b { "1" } else { "0" }.to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// One `GET /nodes/{node}/lxc` entry (also used by `/cluster/resources`).
 pub fn list_entry(node: &crate::node::Node, vmid: u32) -> ApiResult<Value> {
@@ -188,12 +180,7 @@ async fn create(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let pool = ctx.opt_str("pool").map(str::to_string);
     let vm_path = format!("/vms/{vmid}");
-    if !ctx.has_privs(&vm_path, &["VM.Allocate"], false) {
-        match &pool {
-            Some(p) => ctx.require_privs(&format!("/pool/{p}"), &["VM.Allocate"], false)?,
-            None => return Err(ApiError::forbidden(format!("{vm_path}, VM.Allocate"))),
-        }
-    }
+    check_allocate(&ctx, vmid, pool.as_deref())?;
     if ctx.flag("restore") {
         return Err(ApiError::not_implemented_msg(
             "restoring a container from a backup comes with the backup support (not built yet)",
@@ -305,10 +292,7 @@ async fn create(ctx: Ctx) -> ApiResult<Value> {
             .await
             .map_err(|e| e.to_string())?;
             if let Err(e) = result {
-                let _ = node.store.apply(oxve_config::Op::Delete {
-                    key,
-                    expect: oxve_config::Expect::Any,
-                });
+                crate::guest::discard_config(&node, &key);
                 return Err(e.message);
             }
             if let Some(p) = &pool {
@@ -502,33 +486,16 @@ fn with_pending(conf: &CtConfig) -> CtSection {
 async fn pending(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let conf = ctx.node.load_ct(vmid)?.conf;
-    let current = conf.main.to_json();
-    let pend = conf.pending.to_json();
-    let deletes = pending_deletes(&conf.pending);
-    let mut keys: Vec<&String> = current
-        .keys()
-        .chain(pend.keys())
-        .filter(|k| *k != "delete")
+    let deletes = pending_deletes(&conf.pending)
+        .into_iter()
+        .map(|k| (k, false))
         .collect();
-    keys.extend(deletes.iter());
-    keys.sort();
-    keys.dedup();
-    let mut out = Vec::new();
-    for key in keys {
-        let mut item = Map::new();
-        item.insert("key".into(), json!(key));
-        if let Some(v) = current.get(key) {
-            item.insert("value".into(), v.clone());
-        }
-        if let Some(v) = pend.get(key) {
-            item.insert("pending".into(), v.clone());
-        }
-        if deletes.contains(key) {
-            item.insert("delete".into(), json!(1));
-        }
-        out.push(Value::Object(item));
-    }
-    Ok(Value::Array(out))
+    Ok(crate::guest::pending_list(
+        &conf.main.to_json(),
+        &conf.pending.to_json(),
+        &deletes,
+        &[],
+    ))
 }
 
 /// Options a running CT takes at once; the rest wait in `[pve:pending]`
@@ -658,18 +625,6 @@ async fn set_config(ctx: Ctx) -> ApiResult<Value> {
         Ok(Value::Null)
     })
     .await
-}
-
-/// A list parameter (`delete=a,b`, `revert=a;b`) as its items.
-fn list_param(ctx: &Ctx, name: &str) -> Vec<String> {
-    ctx.opt_str(name)
-        .map(|d| {
-            oxve_schema::format::split_list(d)
-                .into_iter()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Applies a config update: at once when stopped (or for live keys), to
@@ -829,15 +784,7 @@ async fn destroy(ctx: Ctx) -> ApiResult<Value> {
                     expect: oxve_config::Expect::Any,
                 })?;
                 let _ = std::fs::remove_dir_all(node.lxc().ct_dir(vmid));
-                node.update_users(|cfg| {
-                    for p in cfg.pools.values_mut() {
-                        p.vms.retain(|v| *v != vmid.to_string());
-                    }
-                    if purge {
-                        cfg.acl.remove(&format!("/vms/{vmid}"));
-                    }
-                    Ok(())
-                })?;
+                crate::guest::forget(&node, vmid, purge)?;
                 Ok::<_, ApiError>(())
             })
             .await

@@ -4,11 +4,12 @@
 
 use super::{Ctx, Registry};
 use crate::error::{ApiError, ApiResult};
+use crate::guest::{check_allocate, config_text, discard_config, list_param};
 use crate::node::Node;
 use crate::reg;
 use crate::vm::{self, check_unlocked};
 use oxve_schema::vmconfig::{drive_file, is_drive_key, VmConfig, VmSection};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn register(r: &mut Registry) {
@@ -54,15 +55,6 @@ const UPDATE_ONLY: &[&str] = &[
     "background_delay",
     "force",
 ];
-
-/// A validated parameter as config text (booleans as `1`/`0`).
-fn config_text(v: &Value) -> String {
-    match v {
-        Value::Bool(b) => if *b { "1" } else { "0" }.to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// One `GET /nodes/{node}/qemu` entry (also used by `/cluster/resources`).
 pub fn list_entry(node: &Node, vmid: u32) -> ApiResult<Value> {
@@ -309,13 +301,7 @@ pub fn fill_mac(value: &str) -> String {
 async fn create(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let pool = ctx.opt_str("pool").map(str::to_string);
-    let vm_path = format!("/vms/{vmid}");
-    if !ctx.has_privs(&vm_path, &["VM.Allocate"], false) {
-        match &pool {
-            Some(p) => ctx.require_privs(&format!("/pool/{p}"), &["VM.Allocate"], false)?,
-            None => return Err(ApiError::forbidden(format!("{vm_path}, VM.Allocate"))),
-        }
-    }
+    check_allocate(&ctx, vmid, pool.as_deref())?;
     if ctx.opt_str("archive").is_some() {
         return Err(ApiError::not_implemented_msg(
             "restoring a VM from a backup comes with the backup support (not built yet)",
@@ -394,14 +380,6 @@ async fn create(ctx: Ctx) -> ApiResult<Value> {
         },
     )?;
     Ok(json!(upid.to_string()))
-}
-
-/// Removes a half-made guest config (a failed create or clone).
-pub fn discard_config(node: &Node, key: &str) {
-    let _ = node.store.apply(oxve_config::Op::Delete {
-        key: key.to_string(),
-        expect: oxve_config::Expect::Any,
-    });
 }
 
 /// NICs on a bridge need `SDN.Use` on the bridge's zone path, as
@@ -518,40 +496,12 @@ async fn get_config(ctx: Ctx) -> ApiResult<Value> {
 async fn pending(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let conf = ctx.node.load_vm(vmid)?.conf;
-    let current = conf.main.to_json();
-    let pend = conf.pending.to_json();
-    let deletes = conf.pending_deletes();
-    let mut keys: Vec<&String> = current
-        .keys()
-        .chain(pend.keys())
-        .filter(|k| *k != "delete")
-        .collect();
-    keys.extend(deletes.keys());
-    keys.sort();
-    keys.dedup();
-    let mut out = Vec::new();
-    for key in keys {
-        let mut item = Map::new();
-        item.insert("key".into(), json!(key));
-        let hide = |v: &Value| {
-            if key == "cipassword" {
-                json!("**********")
-            } else {
-                v.clone()
-            }
-        };
-        if let Some(v) = current.get(key) {
-            item.insert("value".into(), hide(v));
-        }
-        if let Some(v) = pend.get(key) {
-            item.insert("pending".into(), hide(v));
-        }
-        if let Some(force) = deletes.get(key) {
-            item.insert("delete".into(), json!(if *force { 2 } else { 1 }));
-        }
-        out.push(Value::Object(item));
-    }
-    Ok(Value::Array(out))
+    Ok(crate::guest::pending_list(
+        &conf.main.to_json(),
+        &conf.pending.to_json(),
+        &conf.pending_deletes(),
+        &["cipassword"],
+    ))
 }
 
 /// Options a running VM takes at once (upstream's "fast plug" options);
@@ -568,18 +518,6 @@ const LIVE_KEYS: &[&str] = &[
     "hookscript",
     "tags",
 ];
-
-/// A list parameter (`delete=a,b`, `revert=a;b`) as its items.
-fn list_param(ctx: &Ctx, name: &str) -> Vec<String> {
-    ctx.opt_str(name)
-        .map(|d| {
-            oxve_schema::format::split_list(d)
-                .into_iter()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A parsed config update.
 struct Update {
@@ -898,15 +836,7 @@ async fn destroy(ctx: Ctx) -> ApiResult<Value> {
                     }
                 }
                 discard_config(&node, &vm::config_key(&node.name, vmid));
-                node.update_users(|cfg| {
-                    for p in cfg.pools.values_mut() {
-                        p.vms.retain(|v| *v != vmid.to_string());
-                    }
-                    if purge {
-                        cfg.acl.remove(&format!("/vms/{vmid}"));
-                    }
-                    Ok(())
-                })?;
+                crate::guest::forget(&node, vmid, purge)?;
                 Ok::<_, ApiError>(())
             })
             .await

@@ -7,7 +7,7 @@ use super::{Ctx, Registry};
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use crate::termproxy::{self, Terminal};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub fn register(r: &mut Registry) {
     reg!(r, POST "/nodes/{node}/qemu/{vmid}/termproxy" => termproxy);
@@ -62,15 +62,5 @@ async fn termproxy(ctx: Ctx) -> ApiResult<Value> {
 
 async fn vncwebsocket(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
-    let port = ctx
-        .opt_int("port")
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| ApiError::param("port", "property is missing and it is not optional"))?;
-    crate::websocket::verify_ticket(
-        ctx.str("vncticket")?,
-        &ctx.caller.authid(),
-        &format!("/vms/{vmid}"),
-        port,
-    )?;
-    Ok(json!({ "port": port.to_string() }))
+    crate::guest::vncwebsocket(&ctx, vmid)
 }

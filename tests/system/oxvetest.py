@@ -393,3 +393,37 @@ def wait_task(api: ProxmoxAPI, node: str, upid: str, timeout: float = 60) -> dic
             return st
         assert time.monotonic() < deadline, f"task {upid} still {st} after {timeout}s"
         time.sleep(0.2)
+
+
+def xterm_roundtrip(node: "Node", user: str, password: str, api_path: str, proxy: dict,
+                    line: str, expect: bytes, timeout: float = 60) -> bytes:
+    """Speak xterm.js's termproxy protocol to a guest console: connect the
+    WebSocket of `api_path` (e.g. `nodes/n/lxc/101`) with the `proxy`
+    answer of its termproxy call, authenticate, and send `line` until
+    `expect` comes back. Returns what the console printed."""
+    import websocket
+
+    auth, _ = node.ticket(user, password)
+    url = (f"wss://{node.host}:{node.port}/api2/json/{api_path}/vncwebsocket"
+           f"?port={proxy['port']}&vncticket={quote(proxy['ticket'], safe='')}")
+    ws = websocket.create_connection(url, subprotocols=["binary"], cookie=f"PVEAuthCookie={auth}",
+                                     sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False},
+                                     timeout=20)
+    try:
+        ws.send(f"{user}:{proxy['ticket']}\n")
+        _, first = ws.recv_data()
+        assert first.startswith(b"OK"), first
+        out = b""
+        deadline = time.monotonic() + timeout
+        while expect not in out:
+            assert time.monotonic() < deadline, out[-1000:]
+            ws.send(f"0:{len(line)}:{line}")
+            ws.settimeout(3)
+            try:
+                while expect not in out:
+                    out += ws.recv_data()[1]
+            except websocket.WebSocketTimeoutException:
+                pass
+        return out
+    finally:
+        ws.close()

@@ -12,12 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
-import ssl
-import websocket
 from proxmoxer.core import ResourceException
 
-from oxvetest import ADMIN, ADMIN_PASSWORD, REPO, need, qpath, wait_task
+from oxvetest import ADMIN, ADMIN_PASSWORD, REPO, need, qpath, wait_task, xterm_roundtrip
 
 BRIDGE = "vmbr0"
 HOST_IP = "10.77.0.1"
@@ -178,29 +175,8 @@ def test_console_over_websocket(admin, nodename, lxc):
     """xterm.js's protocol against the CT's tty console (cmode tty)."""
     r = admin.nodes(nodename).lxc(101).termproxy.post()
     assert ":vncproxy:101:" in r["upid"]
-    auth, _ = lxc.ticket(ADMIN, ADMIN_PASSWORD)
-    url = (f"wss://{lxc.host}:{lxc.port}/api2/json/nodes/{qpath(nodename)}/lxc/101/vncwebsocket"
-           f"?port={r['port']}&vncticket={requests.utils.quote(r['ticket'], safe='')}")
-    ws = websocket.create_connection(url, subprotocols=["binary"], cookie=f"PVEAuthCookie={auth}",
-                                     sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False}, timeout=20)
-    try:
-        ws.send(f"{ADMIN}:{r['ticket']}\n")
-        op, first = ws.recv_data()
-        assert first.startswith(b"OK"), first
-        out = b""
-        deadline = time.monotonic() + 30
-        cmd = "echo ct-$((40+2))\n"
-        while b"ct-42" not in out:
-            assert time.monotonic() < deadline, out[-1000:]
-            ws.send(f"0:{len(cmd)}:{cmd}")
-            ws.settimeout(2)
-            try:
-                while b"ct-42" not in out:
-                    out += ws.recv_data()[1]
-            except websocket.WebSocketTimeoutException:
-                pass
-    finally:
-        ws.close()
+    xterm_roundtrip(lxc, ADMIN, ADMIN_PASSWORD, f"nodes/{qpath(nodename)}/lxc/101", r,
+                    "echo ct-$((40+2))\n", b"ct-42", timeout=30)
 
 
 def test_config_update_pending_while_running(admin, nodename, ct100):

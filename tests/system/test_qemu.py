@@ -292,12 +292,7 @@ def test_resize_online_and_offline_unlink_monitor(admin, nodename, qemu, guest):
 def test_serial_console_over_websocket(admin, nodename, qemu, guest):
     """termproxy on a VM's serial port speaks xterm.js's protocol: the
     guest's shell answers through the WebSocket."""
-    import ssl
-
-    import requests
-    import websocket
-
-    from oxvetest import ADMIN, ADMIN_PASSWORD, qpath
+    from oxvetest import ADMIN, ADMIN_PASSWORD, qpath, xterm_roundtrip
 
     ok(admin, nodename, admin.nodes(nodename).qemu.post(
         vmid=205, memory=256, serial0="socket", args=kernel_args(guest)))
@@ -306,27 +301,6 @@ def test_serial_console_over_websocket(admin, nodename, qemu, guest):
     ok(admin, nodename, admin.nodes(nodename).qemu(205).status.start.post())
     r = admin.nodes(nodename).qemu(205).termproxy.post()
     assert ":vncproxy:205:" in r["upid"]
-    auth, _ = qemu.ticket(ADMIN, ADMIN_PASSWORD)
-    url = (f"wss://{qemu.host}:{qemu.port}/api2/json/nodes/{qpath(nodename)}/qemu/205/vncwebsocket"
-           f"?port={r['port']}&vncticket={requests.utils.quote(r['ticket'], safe='')}")
-    ws = websocket.create_connection(url, subprotocols=["binary"], cookie=f"PVEAuthCookie={auth}",
-                                     sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False}, timeout=20)
-    try:
-        ws.send(f"{ADMIN}:{r['ticket']}\n")
-        op, first = ws.recv_data()
-        assert first.startswith(b"OK"), first
-        out = b""
-        deadline = time.monotonic() + 120
-        cmd = "echo vm-$((40+2))\n"
-        while b"vm-42" not in out:
-            assert time.monotonic() < deadline, out[-1000:]
-            ws.send(f"0:{len(cmd)}:{cmd}")
-            ws.settimeout(3)
-            try:
-                while b"vm-42" not in out:
-                    out += ws.recv_data()[1]
-            except websocket.WebSocketTimeoutException:
-                pass
-    finally:
-        ws.close()
+    xterm_roundtrip(qemu, ADMIN, ADMIN_PASSWORD, f"nodes/{qpath(nodename)}/qemu/205", r,
+                    "echo vm-$((40+2))\n", b"vm-42", timeout=120)
     ok(admin, nodename, admin.nodes(nodename).qemu(205).status.stop.post())

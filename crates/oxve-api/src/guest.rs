@@ -42,6 +42,17 @@ pub fn discard_config(node: &Node, key: &str) {
     });
 }
 
+/// Frees the volumes a failed operation allocated, newest first, saying
+/// so in the task log (a volume that cannot be freed is named there).
+pub fn free_allocated(node: &Node, allocated: &[String], log: &dyn Fn(&str)) {
+    for volid in allocated.iter().rev() {
+        match crate::ct::free_volume(node, volid) {
+            Ok(()) => log(&format!("freed volume '{volid}'")),
+            Err(err) => log(&format!("could not free volume '{volid}': {}", err.message)),
+        }
+    }
+}
+
 /// Takes a destroyed guest out of its pools, and with `purge` drops the
 /// ACL entries of its path.
 pub fn forget(node: &Node, vmid: u32, purge: bool) -> ApiResult<()> {

@@ -460,12 +460,7 @@ fn create_blocking(
     })();
     if let Err(e) = &result {
         log(&format!("create failed: {}", e.message));
-        for volid in allocated.iter().rev() {
-            match vm::free_volume(node, volid) {
-                Ok(()) => log(&format!("freed volume '{volid}'")),
-                Err(err) => log(&format!("could not free volume '{volid}': {}", err.message)),
-            }
-        }
+        crate::guest::free_allocated(node, &allocated, log);
     }
     result
 }

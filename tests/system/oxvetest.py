@@ -427,3 +427,26 @@ def xterm_roundtrip(node: "Node", user: str, password: str, api_path: str, proxy
         return out
     finally:
         ws.close()
+
+
+def in_netns(node: "Node", *cmd, check=True, timeout=30) -> subprocess.CompletedProcess:
+    """Runs `cmd` in the node's network namespace."""
+    return subprocess.run(["ip", "netns", "exec", node.netns, *cmd], capture_output=True, text=True,
+                          check=check, timeout=timeout)
+
+
+def add_bridge(node: "Node", name: str, address: str | None = None) -> None:
+    """A bridge (up, with `address` if given) in the node's namespace."""
+    in_netns(node, "ip", "link", "add", name, "type", "bridge")
+    if address:
+        in_netns(node, "ip", "addr", "add", address, "dev", name)
+    in_netns(node, "ip", "link", "set", name, "up")
+
+
+def qemu_test_guest() -> Path:
+    """The VM tests' guest (kernel + initramfs), built once and cached by
+    tests/qemu/build-guest.sh; its directory."""
+    out = subprocess.run([str(REPO / "tests/qemu/build-guest.sh")], capture_output=True, text=True,
+                         timeout=1800)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return Path(out.stdout.strip().splitlines()[-1])

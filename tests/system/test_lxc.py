@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 from proxmoxer.core import ResourceException
 
-from oxvetest import ADMIN, ADMIN_PASSWORD, REPO, need, qpath, wait_task, xterm_roundtrip
+from oxvetest import (ADMIN, ADMIN_PASSWORD, REPO, add_bridge, in_netns, need, qpath, wait_task,
+                      xterm_roundtrip)
 
 BRIDGE = "vmbr0"
 HOST_IP = "10.77.0.1"
 
 
-def ns(node, *cmd, check=True, timeout=30):
-    return subprocess.run(["ip", "netns", "exec", node.netns, *cmd], capture_output=True, text=True,
-                          check=check, timeout=timeout)
+ns = in_netns
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +30,7 @@ def lxc(node):
     # An unprivileged CT's root must be able to reach its rootfs below the
     # node's root, as it can below upstream's /var/lib/lxc.
     os.chmod(node.root, 0o755)
-    ns(node, "ip", "link", "add", BRIDGE, "type", "bridge")
-    ns(node, "ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
-    ns(node, "ip", "link", "set", BRIDGE, "up")
+    add_bridge(node, BRIDGE, f"{HOST_IP}/24")
     yield node
     node.stop_containers()
 

@@ -15,33 +15,26 @@ from pathlib import Path
 import pytest
 from proxmoxer.core import ResourceException
 
-from oxvetest import REPO, need, wait_task
+from oxvetest import add_bridge, in_netns, need, qemu_test_guest, wait_task
 
 BRIDGE = "vmbr0"
 HOST_IP = "10.78.0.1"
 
 
-def ns(node, *cmd, check=True, timeout=30):
-    return subprocess.run(["ip", "netns", "exec", node.netns, *cmd], capture_output=True, text=True,
-                          check=check, timeout=timeout)
+ns = in_netns
 
 
 @pytest.fixture(scope="module")
 def qemu(node):
     need(shutil.which("qemu-system-x86_64") is not None, "QEMU is not installed (qemu-system-x86_64)")
-    ns(node, "ip", "link", "add", BRIDGE, "type", "bridge")
-    ns(node, "ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
-    ns(node, "ip", "link", "set", BRIDGE, "up")
+    add_bridge(node, BRIDGE, f"{HOST_IP}/24")
     yield node
     node.stop_vms()
 
 
 @pytest.fixture(scope="module")
 def guest(qemu):
-    out = subprocess.run([str(REPO / "tests/qemu/build-guest.sh")], capture_output=True, text=True,
-                         timeout=1800)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return Path(out.stdout.strip().splitlines()[-1])
+    return qemu_test_guest()
 
 
 def ok(admin, nodename, upid, timeout=90):

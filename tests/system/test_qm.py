@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from oxvetest import REPO, need
+from oxvetest import add_bridge, need, qemu_test_guest
 
 BRIDGE = "vmbr0"
 
@@ -40,18 +40,14 @@ def fails(r) -> str:
 @pytest.fixture(scope="module")
 def vmnode(node):
     need(shutil.which("qemu-system-x86_64") is not None, "QEMU is not installed (qemu-system-x86_64)")
-    for cmd in (["ip", "link", "add", BRIDGE, "type", "bridge"], ["ip", "link", "set", BRIDGE, "up"]):
-        subprocess.run(["ip", "netns", "exec", node.netns, *cmd], check=True, capture_output=True)
+    add_bridge(node, BRIDGE)
     yield node
     node.stop_vms()
 
 
 @pytest.fixture(scope="module")
 def guest(vmnode):
-    out = subprocess.run([str(REPO / "tests/qemu/build-guest.sh")], capture_output=True, text=True,
-                         timeout=1800)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return Path(out.stdout.strip().splitlines()[-1])
+    return qemu_test_guest()
 
 
 def wait_for_serial(node, vmid: int, text: str, timeout: float = 120) -> None:

@@ -145,6 +145,22 @@ pub fn pending_list(
     Value::Array(out)
 }
 
+/// A console session of guest `vmid` running `argv` (see `termproxy.rs`):
+/// for holders of `VM.Console`, as upstream's `vncproxy` task.
+pub fn console(ctx: &Ctx, vmid: u32, argv: Vec<String>) -> ApiResult<Value> {
+    crate::termproxy::start(
+        ctx,
+        crate::termproxy::Terminal {
+            argv,
+            env: Vec::new(),
+            acl_path: format!("/vms/{vmid}"),
+            privs: vec!["VM.Console"],
+            task_type: "vncproxy",
+            task_id: Some(vmid.to_string()),
+        },
+    )
+}
+
 /// `GET .../vncwebsocket` of guest `vmid`: checks the console ticket (the
 /// upgrade itself happens in the request pipeline).
 pub fn vncwebsocket(ctx: &Ctx, vmid: u32) -> ApiResult<Value> {

@@ -119,6 +119,26 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'!');
 
 /// A parameter value as the form encoding carries it.
+/// An API path from its template: `{node}` is the local node, the other
+/// `{var}`s take (and remove) the parameters named in `vars`.
+pub fn fill_path(
+    template: &str,
+    node: &str,
+    vars: &[&str],
+    params: &mut serde_json::Map<String, Value>,
+) -> String {
+    let mut path = template.replace("{node}", node);
+    for key in vars {
+        let var = format!("{{{key}}}");
+        if path.contains(&var) {
+            if let Some(v) = params.remove(*key) {
+                path = path.replace(&var, &scalar(&v));
+            }
+        }
+    }
+    path
+}
+
 pub fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

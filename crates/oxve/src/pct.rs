@@ -274,15 +274,7 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
         }
         return attach(root, name, vmid, command);
     };
-    let mut path = template.replace("{node}", NODE);
-    for key in *positional {
-        let var = format!("{{{key}}}");
-        if path.contains(&var) {
-            if let Some(v) = params.remove(*key) {
-                path = path.replace(&var, &client::scalar(&v));
-            }
-        }
-    }
+    let path = client::fill_path(template, NODE, positional, &mut params);
     let data = client::call(root, verb.as_str(), &path, &params)?;
     match name {
         "list" => print_list(&data),

@@ -327,7 +327,7 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
 }
 
 /// Reads a new password twice from the terminal, or once from a pipe.
-fn read_password() -> Result<String, CliError> {
+pub(crate) fn read_password() -> Result<String, CliError> {
     use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {

@@ -235,15 +235,7 @@ pub fn main(root: &Path, args: Vec<String>) -> Result<(), CliError> {
         params.insert((*key).to_string(), Value::String(value.clone()));
     }
     prepare(name, &mut params)?;
-    let mut path = template.replace("{node}", NODE);
-    for key in command.args {
-        let var = format!("{{{key}}}");
-        if path.contains(&var) {
-            if let Some(v) = params.remove(*key) {
-                path = path.replace(&var, &client::scalar(&v));
-            }
-        }
-    }
+    let path = client::fill_path(template, NODE, command.args, &mut params);
     let data = client::call(root, verb.as_str(), &path, &params)?;
     match name {
         "list" => print_list(&data),
@@ -326,7 +318,10 @@ fn prepare(name: &str, params: &mut Map<String, Value>) -> Result<(), CliError> 
         }
     }
     if name == "guest passwd" && !params.contains_key("password") {
-        params.insert("password".into(), Value::String(read_password()?));
+        params.insert(
+            "password".into(),
+            Value::String(crate::pveum::read_password()?),
+        );
     }
     Ok(())
 }
@@ -337,26 +332,6 @@ const URI_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUME
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// A new password: twice from the terminal, or one line from a pipe.
-fn read_password() -> Result<String, CliError> {
-    use std::io::{BufRead, IsTerminal};
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut line = String::new();
-        stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| CliError::Usage(format!("cannot read password: {e}")))?;
-        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
-    }
-    let first = crate::pveum::prompt("Enter new password: ")?;
-    let second = crate::pveum::prompt("Retype new password: ")?;
-    if first != second {
-        return Err(CliError::Usage("passwords do not match".into()));
-    }
-    Ok(first)
-}
 
 /// Upstream's `qm list` table: VMID, NAME, STATUS, MEM(MB),
 /// BOOTDISK(GB), PID; nothing at all when there are no VMs.

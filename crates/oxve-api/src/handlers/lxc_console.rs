@@ -7,7 +7,6 @@ use super::{Ctx, Registry};
 use crate::ct;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
-use crate::termproxy::{self, Terminal};
 use oxve_lxc::host::RunState;
 use serde_json::Value;
 
@@ -65,17 +64,7 @@ async fn termproxy(ctx: Ctx) -> ApiResult<Value> {
         return Err(ApiError::fail(format!("CT {vmid} not running")));
     }
     let argv = console_argv(&ctx.node, vmid, &ct.cmode);
-    termproxy::start(
-        &ctx,
-        Terminal {
-            argv,
-            env: Vec::new(),
-            acl_path: format!("/vms/{vmid}"),
-            privs: vec!["VM.Console"],
-            task_type: "vncproxy",
-            task_id: Some(vmid.to_string()),
-        },
-    )
+    crate::guest::console(&ctx, vmid, argv)
 }
 
 async fn vncwebsocket(ctx: Ctx) -> ApiResult<Value> {

@@ -6,7 +6,6 @@ use super::qemu::vmid;
 use super::{Ctx, Registry};
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
-use crate::termproxy::{self, Terminal};
 use serde_json::Value;
 
 pub fn register(r: &mut Registry) {
@@ -47,17 +46,7 @@ async fn termproxy(ctx: Ctx) -> ApiResult<Value> {
         "--iface".into(),
         iface,
     ];
-    termproxy::start(
-        &ctx,
-        Terminal {
-            argv,
-            env: Vec::new(),
-            acl_path: format!("/vms/{vmid}"),
-            privs: vec!["VM.Console"],
-            task_type: "vncproxy",
-            task_id: Some(vmid.to_string()),
-        },
-    )
+    crate::guest::console(&ctx, vmid, argv)
 }
 
 async fn vncwebsocket(ctx: Ctx) -> ApiResult<Value> {

@@ -26,23 +26,34 @@ pub fn config_key(node: &str, vmid: u32) -> String {
     format!("nodes/{node}/lxc/{vmid}.conf")
 }
 
-/// Per-guest mutexes: holders of one guest's lock queue behind each other.
+/// Per-guest locks: holders of one guest's lock queue behind each other
+/// (fairly, in arrival order) instead of timing out. Clones of a template
+/// share its lock, so they run side by side while anything that changes
+/// the template waits for them.
 #[derive(Default)]
 pub struct GuestLocks {
-    map: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    map: Mutex<HashMap<u32, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 impl GuestLocks {
-    /// Waits for guest `vmid`'s lock.
-    pub async fn lock(&self, vmid: u32) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = self
-            .map
+    fn entry(&self, vmid: u32) -> Arc<tokio::sync::RwLock<()>> {
+        self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(vmid)
             .or_default()
-            .clone();
-        m.lock_owned().await
+            .clone()
+    }
+
+    /// Waits for guest `vmid`'s lock.
+    pub async fn lock(&self, vmid: u32) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.entry(vmid).write_owned().await
+    }
+
+    /// Waits for a share of guest `vmid`'s lock (readers of a guest that
+    /// does not change, such as clones of a template).
+    pub async fn lock_shared(&self, vmid: u32) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.entry(vmid).read_owned().await
     }
 }
 

@@ -5,12 +5,13 @@
 
 use crate::ct::{self, check_unlocked, lxc_err};
 use crate::error::{ApiError, ApiResult};
+use crate::guest_volumes::{full_copy, linked_clone, open, reparent};
 use crate::node::Node;
 use oxve_lxc::host::RunState;
 use oxve_lxc::model::{MountKind, MountPoint};
 use oxve_lxc::Ct;
 use oxve_schema::ctconfig::CtSection;
-use oxve_storage::{StorageError, StoragePlugin, StorageType, VolumeId};
+use oxve_storage::{StorageType, VolumeId};
 
 /// Keys a snapshot section does not copy from the main section.
 const NOT_IN_SNAPSHOT: &[&str] = &["lock", "snapstate"];
@@ -23,13 +24,6 @@ fn volumes(vmid: u32, section: &CtSection) -> ApiResult<Vec<MountPoint>> {
         .filter(|m| m.kind() == MountKind::Volume)
         .cloned()
         .collect())
-}
-
-fn open(node: &Node, volid: &str) -> ApiResult<(Box<dyn StoragePlugin>, String)> {
-    let vol = VolumeId::parse(volid)?;
-    let plugin = node.open_storage(&vol.storage)?;
-    plugin.activate()?;
-    Ok((plugin, vol.volname))
 }
 
 /// Whether every mount point of `ct` supports `feature`, as upstream's
@@ -270,14 +264,8 @@ pub fn delete(
             .get(name)
             .and_then(|s| s.get("parent").map(str::to_string));
         conf.snapshots.remove(name);
-        for section in std::iter::once(&mut conf.main).chain(conf.snapshots.values_mut()) {
-            if section.get("parent") == Some(name) {
-                match &parent {
-                    Some(p) => section.props.insert("parent".into(), p.clone()),
-                    None => section.props.remove("parent"),
-                };
-            }
-        }
+        let sections = std::iter::once(&mut conf.main).chain(conf.snapshots.values_mut());
+        reparent(sections.map(|s| &mut s.props), name, parent.as_deref());
         Ok(())
     })?;
     result
@@ -381,55 +369,4 @@ pub fn clone_volumes(
         return Err(e);
     }
     Ok(section)
-}
-
-/// The first free disk name of `newid` of the same kind as `volname`,
-/// tried until the storage accepts one (names are claimed atomically).
-pub(crate) fn with_free_name(
-    plugin: &dyn StoragePlugin,
-    target: &dyn StoragePlugin,
-    volname: &str,
-    newid: u32,
-    mut make: impl FnMut(&str) -> oxve_storage::Result<String>,
-) -> ApiResult<String> {
-    let vol = plugin.parse_volname(volname)?;
-    let subvol = vol.format.as_deref() == Some("subvol");
-    let prefix = if subvol { "subvol" } else { "vm" };
-    let ext = match (&vol.format, target.def().kind.is_file_based()) {
-        (Some(f), true) => format!(".{f}"),
-        _ => String::new(),
-    };
-    for n in 0..10_000 {
-        match make(&format!("{prefix}-{newid}-disk-{n}{ext}")) {
-            Err(StorageError::AlreadyExists(_)) => continue,
-            other => return Ok(other?),
-        }
-    }
-    Err(ApiError::fail(format!(
-        "no free disk name for guest {newid}"
-    )))
-}
-
-fn linked_clone(plugin: &dyn StoragePlugin, volname: &str, newid: u32) -> ApiResult<String> {
-    with_free_name(plugin, plugin, volname, newid, |name| {
-        plugin.clone_image(volname, newid, name)
-    })
-}
-
-pub fn full_copy(
-    src: &dyn StoragePlugin,
-    volname: &str,
-    snapshot: Option<&str>,
-    dst: &dyn StoragePlugin,
-    newid: u32,
-) -> ApiResult<String> {
-    let file_based = dst.def().kind.is_file_based();
-    with_free_name(src, dst, volname, newid, |name| {
-        let target = if file_based {
-            format!("{newid}/{name}")
-        } else {
-            name.to_string()
-        };
-        oxve_storage::copy::copy_volume_at(src, volname, snapshot, dst, &target)
-    })
 }

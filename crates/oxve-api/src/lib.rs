@@ -12,6 +12,7 @@ pub mod ct_snapshot;
 pub mod dispatch;
 pub mod error;
 pub mod guest;
+pub mod guest_volumes;
 pub mod handlers;
 pub mod netns;
 pub mod node;
@@ -24,7 +25,10 @@ pub mod termproxy;
 pub mod tls;
 pub mod upload;
 pub mod vm;
+pub mod vm_clone;
 pub mod vm_events;
+pub mod vm_snapshot;
+pub mod vm_state;
 pub mod vm_stats;
 pub mod websocket;
 

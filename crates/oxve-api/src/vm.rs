@@ -586,7 +586,29 @@ pub async fn start(
     vmid: u32,
     log: &(dyn Fn(&str) + Sync),
 ) -> ApiResult<()> {
+    start_with(node, vmid, StartOptions::default(), log).await
+}
+
+/// How a start differs from a plain one.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Load this saved RAM state (a snapshot's `vmstate` file) before the
+    /// VM runs.
+    pub statefile: Option<PathBuf>,
+    /// Run this machine version (a snapshot's `runningmachine`) instead of
+    /// the config's, so that the saved state fits.
+    pub forcemachine: Option<String>,
+}
+
+/// [`start`] with [`StartOptions`].
+pub async fn start_with(
+    node: &std::sync::Arc<Node>,
+    vmid: u32,
+    opts: StartOptions,
+    log: &(dyn Fn(&str) + Sync),
+) -> ApiResult<()> {
     let n = node.clone();
+    let forcemachine = opts.forcemachine.clone();
     let prepared = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let loaded = n.load_vm(vmid)?;
         check_unlocked(&loaded.conf)?;
@@ -604,7 +626,12 @@ pub async fn start(
         }
         let section = n.load_vm(vmid)?.conf.main;
         install_runtime(&n)?;
-        let (generated, tcg) = command_line(&n, vmid, &section, true)?;
+        let mut run = section.clone();
+        if let Some(m) = &forcemachine {
+            run.props
+                .insert("machine".into(), force_machine(section.get("machine"), m));
+        }
+        let (generated, tcg) = command_line(&n, vmid, &run, true)?;
         let host = n.qemu();
         host.remove_files(vmid);
         write_plugs(&n, vmid, &section)?;
@@ -630,6 +657,9 @@ pub async fn start(
     }
     let mut args = oxve_qemu::host::for_stock_qemu(&generated.args);
     args.push("-S".into());
+    if opts.statefile.is_some() {
+        args.extend(["-incoming".into(), "defer".into()]);
+    }
     let n = node.clone();
     let spawned = tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new(&args[0]);
@@ -642,7 +672,7 @@ pub async fn start(
     .await
     .map_err(|e| ApiError::fail(e.to_string()))?;
     let result = match spawned {
-        Ok(()) => resume_after_start(node, vmid).await,
+        Ok(()) => resume_after_start(node, vmid, opts.statefile.as_deref(), log).await,
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
@@ -656,16 +686,38 @@ pub async fn start(
     result
 }
 
-/// Lets a freshly started (`-S`) QEMU run.
-async fn resume_after_start(node: &Node, vmid: u32) -> ApiResult<()> {
+/// Lets a freshly started (`-S`) QEMU run, after loading `statefile`.
+async fn resume_after_start(
+    node: &Node,
+    vmid: u32,
+    statefile: Option<&Path>,
+    log: &(dyn Fn(&str) + Sync),
+) -> ApiResult<()> {
     let mut qmp = node
         .qemu()
         .qmp(vmid, QMP_TIMEOUT)
         .await
         .map_err(|e| ApiError::fail(format!("start failed: {e}")))?;
+    if let Some(path) = statefile {
+        log(&format!("loading the VM state from {}", path.display()));
+        crate::vm_state::load(&mut qmp, path).await?;
+    }
     qmp.cont()
         .await
         .map_err(|e| ApiError::fail(format!("start failed: {e}")))
+}
+
+/// The config's `machine` value with its type replaced by `machine`
+/// (other machine options kept).
+pub fn force_machine(current: Option<&str>, machine: &str) -> String {
+    let mut parts = vec![format!("type={machine}")];
+    for (i, part) in current.unwrap_or("").split(',').enumerate() {
+        let is_type = part.starts_with("type=") || (i == 0 && !part.contains('='));
+        if !part.is_empty() && !is_type {
+            parts.push(part.to_string());
+        }
+    }
+    parts.join(",")
 }
 
 /// What a stopped VM leaves: its volumes deactivated, its run files gone.
@@ -820,6 +872,22 @@ mod tests {
         assert_eq!(conf.main.get("unused0"), Some("local:vm-1-disk-0.raw"));
         assert_eq!(conf.main.get("memory"), None);
         assert_eq!(conf.main.get("cores"), Some("2"));
+    }
+
+    #[test]
+    fn forced_machine_keeps_options() {
+        assert_eq!(
+            force_machine(None, "pc-i440fx-10.0+pve0"),
+            "type=pc-i440fx-10.0+pve0"
+        );
+        assert_eq!(
+            force_machine(Some("q35,viommu=intel"), "pc-q35-10.0+pve0"),
+            "type=pc-q35-10.0+pve0,viommu=intel"
+        );
+        assert_eq!(
+            force_machine(Some("viommu=virtio,type=q35"), "pc-q35-9.2+pve0"),
+            "type=pc-q35-9.2+pve0,viommu=virtio"
+        );
     }
 
     #[test]

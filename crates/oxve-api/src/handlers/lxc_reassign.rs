@@ -168,7 +168,7 @@ fn run(node: &Node, mv: &Move, log: &dyn Fn(&str)) -> ApiResult<()> {
     let new_volid = if mv.target_vmid == mv.vmid {
         volid.clone()
     } else {
-        let renamed = crate::ct_snapshot::with_free_name(
+        let renamed = crate::guest_volumes::with_free_name(
             &*plugin,
             &*plugin,
             &vol.volname,

@@ -63,7 +63,7 @@ async fn move_volume(ctx: Ctx) -> ApiResult<Value> {
             "moving {key} ({}) to storage '{storage}'",
             mp.volume
         ));
-        let new = ct_snapshot::full_copy(&*from, &src.volname, None, &*to, vmid)?;
+        let new = crate::guest_volumes::full_copy(&*from, &src.volname, None, &*to, vmid)?;
         let new_volid = oxve_storage::VolumeId::new(&storage, &new).to_string();
         let result = node.update_ct(vmid, |conf| {
             ct::check_unlocked(conf)?;

@@ -31,6 +31,7 @@ pub mod prune;
 pub mod qemu;
 pub mod qemu_console;
 pub mod qemu_disk;
+pub mod qemu_snapshot;
 pub mod qemu_status;
 pub mod roles;
 pub mod scan;
@@ -81,6 +82,7 @@ impl Registry {
         qemu_status::register(&mut r);
         qemu_disk::register(&mut r);
         qemu_console::register(&mut r);
+        qemu_snapshot::register(&mut r);
         pools::register(&mut r);
         nodes::register(&mut r);
         tasks::register(&mut r);

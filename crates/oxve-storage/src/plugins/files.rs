@@ -233,9 +233,10 @@ impl ImageFiles<'_> {
             "raw" => Ok((meta.len(), meta.blocks() * 512, None)),
             "subvol" => Ok((0, 0, None)),
             _ => {
+                // -U: the image may be open in a running VM.
                 let out = self.runner.run(
                     &Cmd::new("qemu-img")
-                        .args(["info", "--output=json", "-f", format])
+                        .args(["info", "-U", "--output=json", "-f", format])
                         .arg(path.to_string_lossy()),
                 )?;
                 parse_qemu_img_info(&out)

@@ -77,14 +77,12 @@ pub fn snapshot_possible(node: &Node, volid: &str) -> bool {
     method(node, "", volid).is_ok()
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> impl std::future::Future<Output = ApiResult<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ApiError::fail(e.to_string()))?
-    }
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::fail(e.to_string()))?
 }
 
 async fn connect(node: &Node, vmid: u32) -> ApiResult<Qmp> {

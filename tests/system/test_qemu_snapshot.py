@@ -234,3 +234,54 @@ def test_qm_snapshot_commands(qemu, admin, nodename, guest):
     assert admin.nodes(nodename).qemu(641).config.get()["name"] == "qmclone"
     bad = qemu.cli("qm", "rollback", "640", "missing", check=False)
     assert bad.returncode != 0 and "snapshot 'missing' does not exist" in bad.stderr, bad.stderr
+
+
+def test_move_disk_online_and_clone_a_running_vm(admin, nodename, qemu, guest):
+    """A running VM's disk moves to another storage and format while the
+    guest keeps using it (drive-mirror), the old volume stays as unused;
+    a full clone of the running VM copies its disk as the guest wrote it;
+    an unused volume moves offline and the old one is deleted."""
+    second = qemu.root / "second-store"
+    second.mkdir()
+    admin.storage.post(storage="second", type="dir", path=str(second), content="images")
+    create(admin, nodename, 645, guest)
+    vm = admin.nodes(nodename).qemu(645)
+    ok(admin, nodename, vm.status.start.post())
+    serial = Serial(qemu, 645)
+    try:
+        serial.wait_for("oxve-guest: booted", timeout=120)
+        shell(serial, "printf moved-data | dd of=/dev/sda conv=fsync 2>/dev/null; true")
+        old = vm.config.get()["scsi0"].split(",")[0]
+        upid = vm.move_disk.post(disk="scsi0", storage="second", format="raw")
+        ok(admin, nodename, upid, timeout=180)
+        log = task_log(admin, nodename, upid)
+        assert "while the VM runs" in log and "switched to the copy" in log, log
+        conf = vm.config.get()
+        assert conf["scsi0"].startswith("second:645/vm-645-disk-"), conf
+        assert ".raw" in conf["scsi0"] and "format=" not in conf["scsi0"]
+        assert conf["unused0"] == old, conf
+        assert status(admin, nodename, 645)["qmpstatus"] == "running"
+        # The guest reads and writes the new disk.
+        out = disk_marker(serial, "sda")
+        assert "moved-data" in out, out
+        shell(serial, "printf after-move | dd of=/dev/sda conv=fsync 2>/dev/null; true")
+        newfile = second / "images/645" / conf["scsi0"].split("/")[1].split(",")[0]
+        assert newfile.read_bytes()[:10] == b"after-move"
+
+        upid = vm.clone.post(newid=646, full=1, storage="local", format="raw", name="running-copy")
+        ok(admin, nodename, upid, timeout=180)
+        assert "copy complete" in task_log(admin, nodename, upid)
+        c = admin.nodes(nodename).qemu(646).config.get()
+        copy = qemu.root / "var/lib/vz/images/646" / c["scsi0"].split("/")[1].split(",")[0]
+        assert copy.read_bytes()[:10] == b"after-move", c
+        assert status(admin, nodename, 645)["qmpstatus"] == "running"
+    finally:
+        serial.close()
+    ok(admin, nodename, vm.move_disk.post(disk="unused0", storage="second", delete=1), timeout=120)
+    conf = vm.config.get()
+    assert conf["unused0"].startswith("second:645/"), conf
+    assert not (qemu.root / "var/lib/vz/images/645" / old.split("/")[1]).exists()
+    with pytest.raises(ResourceException) as e:
+        vm.move_disk.post(disk="scsi7", storage="second")
+    assert "does not exist" in str(e.value)
+    ok(admin, nodename, vm.status.stop.post())

@@ -27,6 +27,7 @@ pub mod upload;
 pub mod vm;
 pub mod vm_clone;
 pub mod vm_events;
+pub mod vm_move;
 pub mod vm_snapshot;
 pub mod vm_state;
 pub mod vm_stats;

@@ -96,6 +96,9 @@ pub struct CloneSpec<'a> {
     pub snapname: Option<&'a str>,
     /// Bandwidth limit of full copies, KiB/s.
     pub bwlimit_kib: Option<u64>,
+    /// Set when the source VM runs: full copies are then made by QEMU
+    /// (drive-mirror) on this runtime, so that they are consistent.
+    pub running: Option<tokio::runtime::Handle>,
 }
 
 /// The config section of clone `spec.newid` with its new volumes; the
@@ -186,8 +189,8 @@ fn zero_initialized(storage: &dyn StoragePlugin) -> bool {
         )
 }
 
-/// A full copy of drive `key`'s volume for the clone.
-fn copy_disk(
+/// A full copy of drive `key`'s volume for the clone (or a move).
+pub fn copy_disk(
     node: &Node,
     key: &str,
     volid: &str,
@@ -208,6 +211,9 @@ fn copy_disk(
     log(&format!(
         "full clone of {key} ({volid}){at} to storage '{target_id}'"
     ));
+    if let (Some(rt), None) = (&spec.running, spec.snapname) {
+        return mirror_copy(node, rt, key, volid, target_id, spec, log);
+    }
     // A storage-native snapshot is read through the storage's own copy.
     if spec.snapname.is_some() && src_format != "qcow2" {
         let new = full_copy(&*src, &volname, spec.snapname, &*dst, spec.newid)?;
@@ -251,6 +257,56 @@ fn copy_disk(
         return Err(ApiError::fail(format!("{key}: {}", e.message)));
     }
     log(&format!("{key}: copied to {new_volid}"));
+    Ok(new_volid)
+}
+
+/// A copy of running drive `key` made by QEMU (drive-mirror, cancelled
+/// once in step).
+fn mirror_copy(
+    node: &Node,
+    rt: &tokio::runtime::Handle,
+    key: &str,
+    volid: &str,
+    target_id: &str,
+    spec: &CloneSpec,
+    log: &dyn Fn(&str),
+) -> ApiResult<String> {
+    let (new_volid, target, format) =
+        crate::vm_move::alloc_like(node, spec.newid, volid, target_id, spec.format)?;
+    let (src, volname) = open(node, volid)?;
+    let src_path = src.path(&volname)?;
+    let lines = std::sync::Mutex::new(Vec::<String>::new());
+    let copied = rt.block_on(async {
+        let mut qmp = node
+            .qemu()
+            .qmp(spec.vmid, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|e| ApiError::fail(format!("VM {} qmp: {e}", spec.vmid)))?;
+        let log_line = |l: &str| {
+            lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(l.to_string())
+        };
+        crate::vm_move::mirror(
+            &mut qmp,
+            key,
+            &src_path,
+            &target,
+            &format,
+            false,
+            spec.bwlimit_kib,
+            &log_line,
+        )
+        .await
+    });
+    for l in lines.into_inner().unwrap_or_default() {
+        log(&l);
+    }
+    if let Err(e) = copied {
+        let _ = vm::free_volume(node, &new_volid);
+        return Err(e);
+    }
     Ok(new_volid)
 }
 

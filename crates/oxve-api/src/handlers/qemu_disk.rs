@@ -17,6 +17,68 @@ pub fn register(r: &mut Registry) {
     reg!(r, PUT "/nodes/{node}/qemu/{vmid}/unlink" => unlink);
     reg!(r, PUT "/nodes/{node}/qemu/{vmid}/sendkey" => sendkey);
     reg!(r, POST "/nodes/{node}/qemu/{vmid}/monitor" => monitor);
+    reg!(r, POST "/nodes/{node}/qemu/{vmid}/move_disk" => move_disk);
+}
+
+/// Moves a disk to another storage or format, online (drive-mirror) when
+/// the VM runs; the old volume becomes `unused<n>` unless `delete`.
+async fn move_disk(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    let disk = ctx.str("disk")?.to_string();
+    if ctx.opt_int("target-vmid").is_some() || ctx.opt_str("target-disk").is_some() {
+        return Err(ApiError::not_implemented_msg(
+            "moving a disk to another VM (target-vmid/target-disk) is not built yet",
+        ));
+    }
+    let storage = ctx
+        .opt_str("storage")
+        .ok_or_else(|| ApiError::param("storage", "property is missing and it is not optional"))?
+        .to_string();
+    ctx.require_privs(
+        &format!("/storage/{storage}"),
+        &["Datastore.AllocateSpace"],
+        false,
+    )?;
+    let loaded = ctx.node.load_vm(vmid)?;
+    if ctx.opt_str("digest").is_some_and(|d| d != loaded.digest) {
+        return Err(ApiError::fail(
+            "detected modified configuration - file changed by other user? Try again.",
+        ));
+    }
+    vm::check_unlocked(&loaded.conf)?;
+    if loaded.conf.main.get(&disk).is_none() {
+        return Err(ApiError::param(
+            "disk",
+            format!("disk '{disk}' does not exist"),
+        ));
+    }
+    ctx.node.open_storage(&storage)?;
+    let format = ctx.opt_str("format").map(str::to_string);
+    let delete = ctx.flag("delete");
+    let bwlimit = ctx.opt_int("bwlimit").and_then(|b| u64::try_from(b).ok());
+    let node: Arc<Node> = ctx.node.clone();
+    let upid = ctx.node.tasks.spawn(
+        "qmmove",
+        Some(&vmid.to_string()),
+        &ctx.caller.authid(),
+        move |task| async move {
+            let _guard = node.guest_locks.lock(vmid).await;
+            let log = move |l: &str| task.log(l);
+            crate::vm_move::move_disk(
+                &node,
+                vmid,
+                &disk,
+                &storage,
+                format.as_deref(),
+                delete,
+                bwlimit,
+                &log,
+            )
+            .await
+            .map_err(|e| e.message)
+        },
+    )?;
+    Ok(json!(upid.to_string()))
 }
 
 /// `+<size>` (grow by) or `<size>` (grow to) against `current` bytes.

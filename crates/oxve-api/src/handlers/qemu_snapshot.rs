@@ -287,11 +287,6 @@ async fn clone(ctx: Ctx) -> ApiResult<Value> {
         Some(name) => snapshot(&ctx, vmid, name)?,
         None => conf.main.clone(),
     };
-    if !is_template && snapname.is_none() && ctx.node.vm_pid(vmid).is_some() {
-        return Err(ApiError::fail(format!(
-            "VM {vmid} is running: clone it from a snapshot (snapname), or stop it first"
-        )));
-    }
     let pool = ctx.opt_str("pool").map(str::to_string);
     guest::check_allocate(&ctx, newid, pool.as_deref())?;
     let mut storages: Vec<String> = match &storage {
@@ -348,6 +343,8 @@ async fn clone(ctx: Ctx) -> ApiResult<Value> {
                     format: format.as_deref(),
                     snapname: snapname.as_deref(),
                     bwlimit_kib: bwlimit,
+                    running: (snapname.is_none() && n.vm_pid(vmid).is_some())
+                        .then(tokio::runtime::Handle::current),
                 };
                 log.log(format!(
                     "create {} clone of VM {vmid} as VM {newid}",

@@ -15,6 +15,7 @@ packages=(
   btrfs-progs                      # the btrfs storage plugin
   xz-utils zstd bzip2 gzip         # download-url decompression
   busybox-static                   # minimal container root file systems in tests
+  genisoimage                      # cloud-init seed ISOs of VMs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -260,6 +260,9 @@ pub fn alloc_disk(
     let Some(file) = drive_file(value) else {
         return Ok(None);
     };
+    if crate::vm_cloudinit::new_drive_storage(file).is_some() {
+        return crate::vm_cloudinit::alloc_drive(node, vmid, key, value).map(Some);
+    }
     let Some((storage, size_gib)) = new_disk_spec(file) else {
         return Ok(None);
     };
@@ -545,7 +548,7 @@ pub fn install_runtime(node: &Node) -> ApiResult<()> {
 
 /// Writes, for each NIC on a bridge, what the bridge hook applies to its
 /// tap (bridge, VLANs, rate), and checks the bridges exist.
-fn write_plugs(node: &Node, vmid: u32, section: &VmSection) -> ApiResult<()> {
+pub fn write_plugs(node: &Node, vmid: u32, section: &VmSection) -> ApiResult<()> {
     let host = node.qemu();
     for (key, value) in &section.props {
         let Some(index) = key.strip_prefix("net").and_then(|i| i.parse::<u32>().ok()) else {
@@ -625,6 +628,7 @@ pub async fn start_with(
             })?;
         }
         let section = n.load_vm(vmid)?.conf.main;
+        crate::vm_cloudinit::prepare(&n, vmid, &section, &|l| tracing::info!(vmid, "{l}"))?;
         install_runtime(&n)?;
         let mut run = section.clone();
         if let Some(m) = &forcemachine {

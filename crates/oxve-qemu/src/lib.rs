@@ -2,6 +2,7 @@
 //! (`cmdline`), probing the host for it (`probe`), running QEMU processes
 //! (`host`) and talking to them (`qmp`).
 
+pub mod cloudinit;
 pub mod cmdline;
 pub mod error;
 pub mod host;

@@ -223,6 +223,14 @@ fn check_drive(ctx: &Ctx, key: &str, value: &str) -> ApiResult<()> {
         }
         return Ok(());
     }
+    if let Some(storage) = crate::vm_cloudinit::new_drive_storage(file) {
+        ctx.node.storage_def(storage)?;
+        return ctx.require_privs(
+            &format!("/storage/{storage}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        );
+    }
     if let Some((storage, _)) = vm::new_disk_spec(file) {
         ctx.node.storage_def(&storage)?;
         return ctx.require_privs(
@@ -338,6 +346,7 @@ async fn create(ctx: Ctx) -> ApiResult<Value> {
         check_drive(&ctx, key, value)?;
     }
     check_bridge_perms(&ctx, vmid, &section)?;
+    crate::vm_cloudinit::check_section(&ctx.node, &mut section)?;
     if let Some(p) = &pool {
         if !ctx.node.users()?.pools.contains_key(p) {
             return Err(ApiError::param(
@@ -572,6 +581,9 @@ fn parse_update(ctx: &Ctx, vmid: u32) -> ApiResult<Update> {
     for (key, value) in changes.iter().filter(|(k, _)| is_drive_key(k)) {
         check_drive(ctx, key, value)?;
     }
+    let current = ctx.node.load_vm(vmid).ok();
+    let ostype = current.as_ref().and_then(|l| l.conf.main.get("ostype"));
+    crate::vm_cloudinit::check_changes(&ctx.node, ostype, &mut changes)?;
     let mut sec = VmSection::default();
     sec.props.extend(changes.iter().cloned());
     check_bridge_perms(ctx, vmid, &sec)?;
@@ -668,7 +680,8 @@ fn apply_changes(
         conf.remove_pending_delete(key);
     }
     for (key, value) in changes {
-        if running && !LIVE_KEYS.contains(&key.as_str()) {
+        let live = LIVE_KEYS.contains(&key.as_str()) || crate::vm_cloudinit::is_option(key);
+        if running && !live {
             conf.pending.props.insert(key.clone(), value.clone());
             conf.remove_pending_delete(key);
             continue;
@@ -677,16 +690,22 @@ fn apply_changes(
             conf.main.description = value.clone();
             continue;
         }
-        if let Some(old) = conf.main.props.get(key).cloned() {
+        let old = conf.main.props.get(key).cloned();
+        if running {
+            crate::vm_cloudinit::record_change(conf, key, old.as_deref(), Some(value));
+        }
+        if let Some(old) = old {
             if old != *value {
                 vm::keep_unused(conf, key, &old);
+                to_free.extend(crate::vm_cloudinit::replaced_volume(&old, Some(value)));
             }
         }
         conf.main.props.insert(key.clone(), value.clone());
         conf.pending.props.remove(key);
     }
     for key in deletes {
-        if running && !LIVE_KEYS.contains(&key.as_str()) && !key.starts_with("unused") {
+        let live = LIVE_KEYS.contains(&key.as_str()) || crate::vm_cloudinit::is_option(key);
+        if running && !live && !key.starts_with("unused") {
             conf.pending.props.remove(key);
             conf.add_pending_delete(key, force);
             continue;
@@ -697,6 +716,9 @@ fn apply_changes(
         }
         conf.pending.props.remove(key);
         if let Some(old) = conf.main.props.remove(key) {
+            if running {
+                crate::vm_cloudinit::record_change(conf, key, Some(&old), None);
+            }
             if key.starts_with("unused") {
                 to_free.push(old);
             } else if force && is_drive_key(key) && !vm::is_cdrom(&old) {
@@ -705,6 +727,8 @@ fn apply_changes(
                 {
                     to_free.push(f.to_string());
                 }
+            } else if let Some(volid) = crate::vm_cloudinit::replaced_volume(&old, None) {
+                to_free.push(volid);
             } else {
                 vm::keep_unused(conf, key, &old);
             }
@@ -729,7 +753,9 @@ pub async fn set_config_sync(ctx: Ctx) -> ApiResult<Value> {
         apply_update(&node, vmid, up, &|l| tracing::info!(vmid, "{l}"))?;
         Ok(Value::Null)
     })
-    .await
+    .await?;
+    crate::vm_hotplug::apply_pending(&ctx.node, vmid, &|l| tracing::info!(vmid, "{l}")).await?;
+    Ok(Value::Null)
 }
 
 async fn set_config_async(ctx: Ctx) -> ApiResult<Value> {
@@ -744,9 +770,13 @@ async fn set_config_async(ctx: Ctx) -> ApiResult<Value> {
         move |task| async move {
             let _guard = node.guest_locks.lock(vmid).await;
             let log = task.clone();
-            tokio::task::spawn_blocking(move || apply_update(&node, vmid, up, &|l| log.log(l)))
+            let n = node.clone();
+            tokio::task::spawn_blocking(move || apply_update(&n, vmid, up, &|l| log.log(l)))
                 .await
                 .map_err(|e| e.to_string())?
+                .map_err(|e| e.message)?;
+            crate::vm_hotplug::apply_pending(&node, vmid, &|l| task.log(l))
+                .await
                 .map_err(|e| e.message)
         },
     )?;
@@ -762,7 +792,8 @@ pub fn owned_volumes(conf: &VmConfig) -> Vec<String> {
         .chain(std::iter::once(&conf.pending))
     {
         for (key, value) in &section.props {
-            let volume = if is_drive_key(key) && !vm::is_cdrom(value) {
+            let cloudinit = crate::vm_cloudinit::is_cloudinit_drive(value);
+            let volume = if is_drive_key(key) && (!vm::is_cdrom(value) || cloudinit) {
                 drive_file(value)
                     .filter(|f| oxve_storage::VolumeId::parse(f).is_ok())
                     .map(str::to_string)

@@ -271,3 +271,21 @@ def test_snippets_and_failures(admin, nodename, qemu, guest):
     assert vm(admin, nodename, 403).config.get()["digest"] == before["digest"]
     ok(admin, nodename, vm(admin, nodename, 403).delete())
     assert not volume(qemu, 403).exists()
+
+
+def test_drive_dropped_while_running_is_freed_at_start(admin, nodename, qemu, guest):
+    """A cloud-init drive deleted while the VM runs waits in [PENDING]; the
+    next start applies it and frees the volume instead of keeping it as
+    unused (as upstream)."""
+    create(admin, nodename, 405, guest, ciuser="alice")
+    v = vm(admin, nodename, 405)
+    ok(admin, nodename, v.status.start.post())
+    assert volume(qemu, 405).exists()
+    v.config.put(delete="ide2")
+    assert "ide2" in v.config.get(current=1)
+    ok(admin, nodename, v.status.stop.post())
+    ok(admin, nodename, v.status.start.post())
+    conf = v.config.get(current=1)
+    assert "ide2" not in conf and not any(k.startswith("unused") for k in conf), conf
+    assert not volume(qemu, 405).exists()
+    ok(admin, nodename, v.status.stop.post())

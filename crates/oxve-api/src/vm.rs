@@ -622,10 +622,30 @@ pub async fn start_with(
             return Err(ApiError::fail("you can't start a vm if it's a template"));
         }
         if !loaded.conf.pending.is_empty() {
+            // A cloud-init drive the pending changes drop is freed, not
+            // kept as unused (as upstream).
+            let conf = &loaded.conf;
+            let dropped: Vec<String> = conf
+                .main
+                .props
+                .iter()
+                .filter(|(k, _)| {
+                    conf.pending.props.contains_key(*k) || conf.pending_deletes().contains_key(*k)
+                })
+                .filter_map(|(k, old)| {
+                    let new = conf.pending.get(k);
+                    crate::vm_cloudinit::replaced_volume(old, new)
+                })
+                .collect();
             n.update_vm(vmid, |conf| {
                 apply_pending(conf);
                 Ok(())
             })?;
+            for volid in dropped {
+                if let Err(e) = free_volume(&n, &volid) {
+                    tracing::warn!(vmid, "cannot free cloud-init volume {volid}: {}", e.message);
+                }
+            }
         }
         let section = n.load_vm(vmid)?.conf.main;
         crate::vm_cloudinit::prepare(&n, vmid, &section, &|l| tracing::info!(vmid, "{l}"))?;

@@ -6,7 +6,11 @@
 #   vmlinuz        Debian's kernel (linux-image-amd64's current version)
 #   initrd.img     busybox (static) with the kernel modules for virtio
 #                  disks and NICs, e1000, SATA/IDE CD-ROMs and ISO 9660,
-#                  evdev + ACPI button (so an ACPI shutdown powers off)
+#                  evdev + ACPI button (so an ACPI shutdown powers off),
+#                  and Debian's QEMU guest agent (qemu-guest-agent's
+#                  qemu-ga, fetched with apt-get download) with the shared
+#                  libraries it links (taken from this host, which runs the
+#                  same Debian release)
 #   kernel.txt     the kernel version
 # <key> is the first 16 hex digits of the sha256 of this script; other keys
 # are removed. Prints the directory on stdout; everything else goes to
@@ -16,7 +20,14 @@
 # and the screen, brings up every NIC with DHCP (udhcpc), mounts a CD-ROM
 # labelled `cidata` or `config-2` at /cidata and prints its hostname line,
 # answers the ACPI power button with poweroff, and keeps a root shell on the
-# serial console (ttyS0) and on tty1.
+# serial console (ttyS0) and on tty1. When the VM has a guest agent channel
+# (`agent: 1`: the virtio port named org.qemu.guest_agent.0, found through
+# /sys/class/virtio-ports since there is no udev), it starts qemu-ga on it
+# and prints `oxve-guest: agent on /dev/vportNpM`. For the agent's commands
+# the guest has /etc/os-release (ID=oxve-test-guest), /etc/passwd with root,
+# a /sbin/shutdown that powers off (qemu-ga's guest-shutdown runs it), and a
+# /usr/sbin/chpasswd (busybox has none) that records what qemu-ga's
+# guest-set-user-password hands it in /run/chpasswd.last.
 #
 # Needs root for apt-get; installs busybox-static, cpio and kmod if missing.
 set -euo pipefail
@@ -70,9 +81,35 @@ kver=${pkg#linux-image-}
 cp "$work/k/boot/vmlinuz-$kver" "$work/vmlinuz"
 depmod -b "$work/k" "$kver"
 
+# --- the QEMU guest agent: Debian's binary and the libraries it links ----------
+say "downloading qemu-guest-agent"
+(cd "$work" && apt-get download qemu-guest-agent >&2 2>/dev/null) ||
+  { apt-get update -qq >&2; (cd "$work" && apt-get download qemu-guest-agent >&2); }
+dpkg-deb -x "$work"/qemu-guest-agent_*.deb "$work/qga"
+qga_bin=$work/qga/usr/sbin/qemu-ga
+[ -x "$qga_bin" ] || die "no usr/sbin/qemu-ga in qemu-guest-agent"
+linked=$(ldd "$qga_bin")
+if grep -q "not found" <<<"$linked"; then
+  deps=$(apt-cache depends qemu-guest-agent | awk '/ Depends: lib/{print $2}')
+  say "installing the libraries qemu-ga links: $deps"
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $deps >&2
+  linked=$(ldd "$qga_bin")
+fi
+if grep -q "not found" <<<"$linked"; then
+  die "qemu-ga needs libraries this host lacks: $(grep "not found" <<<"$linked" | tr -s ' \t\n' ' ')"
+fi
+
 # --- the initramfs -------------------------------------------------------------
 ird=$work/initrd
-mkdir -p "$ird"/{bin,dev,proc,sys,run,tmp,etc,root,cidata,lib/modules,usr/share/udhcpc}
+mkdir -p "$ird"/{bin,sbin,dev,proc,sys,run,tmp,etc,root,cidata,lib/modules,usr/sbin,usr/share/udhcpc}
+cp "$qga_bin" "$ird/usr/sbin/qemu-ga"
+# The libraries (`name => /path`) and the loader (`/path (0x...)`), at
+# their paths on this host.
+for lib in $(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' <<<"$linked"); do
+  mkdir -p "$ird$(dirname "$lib")"
+  cp -L "$lib" "$ird$lib"
+done
 cp /bin/busybox "$ird/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [ -e "$ird/bin/$applet" ] || ln -s busybox "$ird/bin/$applet"
@@ -113,6 +150,23 @@ mkdir -p "$ird/etc/acpi/PWRF" "$ird/var/log"
 printf '#!/bin/sh\necho "oxve-guest: power button" > /dev/console\npoweroff\n' \
   >"$ird/etc/acpi/PWRF/00000080"
 chmod 755 "$ird/etc/acpi/PWRF/00000080"
+# What the guest agent's commands read and run.
+cat >"$ird/etc/os-release" <<'EOF'
+NAME="oxve test guest"
+PRETTY_NAME="oxve test guest (busybox)"
+ID=oxve-test-guest
+VERSION_ID=1
+EOF
+echo 'root:x:0:0:root:/root:/bin/sh' >"$ird/etc/passwd"
+echo 'root:x:0:' >"$ird/etc/group"
+# qemu-ga's guest-shutdown runs `/sbin/shutdown -P +0 "..."`; busybox has
+# poweroff (init then ends every process and powers off).
+printf '#!/bin/sh\necho "oxve-guest: shutdown $*" > /dev/console\nexec poweroff\n' \
+  >"$ird/sbin/shutdown"
+# qemu-ga's guest-set-user-password feeds `user:password` to chpasswd
+# (`-e` when crypted); busybox-static has no chpasswd, so record it.
+printf '#!/bin/sh\n{ echo "args: $*"; cat; } > /run/chpasswd.last\n' >"$ird/usr/sbin/chpasswd"
+chmod 755 "$ird/sbin/shutdown" "$ird/usr/sbin/chpasswd"
 cat >"$ird/etc/inittab" <<'EOF'
 ::sysinit:/etc/rc
 ttyS0::respawn:/bin/cttyhack /bin/sh -l
@@ -145,6 +199,21 @@ for cd in /dev/sr* /dev/vd* /dev/sd*; do
   fi
 done
 acpid -l /var/log/acpid.log
+# The QEMU guest agent, once its virtio port shows up (ports are announced
+# by the host after the driver loads; none at all without `agent: 1`).
+(
+  for _ in $(seq 1 50); do
+    for port in /sys/class/virtio-ports/*; do
+      [ "$(cat "$port/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+      dev=/dev/${port##*/}
+      [ -c "$dev" ] || continue
+      qemu-ga -m virtio-serial -p "$dev" -d -f /run/qemu-ga.pid -t /run -l /var/log/qemu-ga.log
+      echo "oxve-guest: agent on $dev" > /dev/console
+      exit 0
+    done
+    sleep 0.2
+  done
+) &
 echo "oxve-guest: booted $(uname -r)" > /dev/console
 echo "oxve-guest: booted $(uname -r)" > /dev/tty1 2>/dev/null
 exit 0

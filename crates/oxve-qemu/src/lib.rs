@@ -7,6 +7,7 @@ pub mod cmdline;
 pub mod error;
 pub mod host;
 pub mod probe;
+pub mod qga;
 pub mod qmp;
 pub mod readconfig;
 

@@ -47,6 +47,31 @@ const ENUM_EXTENSIONS: &[(&str, &str, &str, &[&str])] = &[
     ),
 ];
 
+/// Parameters oxve adds to upstream's methods (see docs/DEVIATIONS.md):
+/// (path, verb, parameter, its schema as JSON). They are validated like
+/// upstream's and appear in the OpenAPI document.
+const PARAM_EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    // Wait for IP: block until the guest agent reports a usable address.
+    (
+        "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+        "GET",
+        "wait-for-ip",
+        r#"{"type":"integer","minimum":0,"maximum":3600,"default":0,"optional":1}"#,
+    ),
+    (
+        "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+        "GET",
+        "family",
+        r#"{"type":"string","enum":["inet","inet6"],"optional":1}"#,
+    ),
+    (
+        "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+        "GET",
+        "hwaddr",
+        r#"{"type":"string","format":"mac-addr","optional":1}"#,
+    ),
+];
+
 /// Generates the compact schema text from the text of `apidata.json`.
 pub fn generate(apidata: &str) -> Result<String, serde_json::Error> {
     let tree: Value = serde_json::from_str(apidata)?;
@@ -109,6 +134,16 @@ fn compact_method(path: &str, verb: &str, m: &Map<String, Value>) -> Value {
                 parameters.pointer_mut(&format!("/properties/{param}/enum"))
             {
                 values.extend(extra.iter().map(|e| Value::String((*e).into())));
+            }
+        }
+    }
+    for (p, v, param, schema) in PARAM_EXTENSIONS {
+        if *p == path && *v == verb {
+            if let (Some(Value::Object(props)), Ok(schema)) = (
+                parameters.pointer_mut("/properties"),
+                serde_json::from_str::<Value>(schema),
+            ) {
+                props.insert((*param).into(), schema);
             }
         }
     }

@@ -29,6 +29,7 @@ pub mod nodes;
 pub mod pools;
 pub mod prune;
 pub mod qemu;
+pub mod qemu_agent;
 pub mod qemu_cloudinit;
 pub mod qemu_console;
 pub mod qemu_disk;
@@ -83,6 +84,7 @@ impl Registry {
         qemu_status::register(&mut r);
         qemu_disk::register(&mut r);
         qemu_console::register(&mut r);
+        qemu_agent::register(&mut r);
         qemu_cloudinit::register(&mut r);
         qemu_snapshot::register(&mut r);
         pools::register(&mut r);

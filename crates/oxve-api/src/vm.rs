@@ -837,10 +837,11 @@ pub async fn shutdown(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn section(pairs: &[(&str, &str)]) -> VmSection {
+    /// A section of `key: value` pairs.
+    pub(crate) fn section(pairs: &[(&str, &str)]) -> VmSection {
         VmSection {
             description: String::new(),
             props: pairs

@@ -580,17 +580,8 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::tests::section;
     use oxve_schema::vmconfig::VmConfig;
-
-    fn section(pairs: &[(&str, &str)]) -> VmSection {
-        VmSection {
-            description: String::new(),
-            props: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
 
     #[test]
     fn snapshots_skip_cdroms() {

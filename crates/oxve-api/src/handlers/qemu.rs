@@ -263,22 +263,7 @@ fn check_drive(ctx: &Ctx, key: &str, value: &str) -> ApiResult<()> {
 /// `virtio,bridge=vmbr0` → `virtio=BC:24:11:..,bridge=vmbr0`.
 pub fn fill_mac(value: &str) -> String {
     let mut parts: Vec<String> = value.split(',').map(str::to_string).collect();
-    let models = [
-        "e1000",
-        "e1000-82540em",
-        "e1000-82544gc",
-        "e1000-82545em",
-        "e1000e",
-        "i82551",
-        "i82557b",
-        "i82559er",
-        "ne2k_isa",
-        "ne2k_pci",
-        "pcnet",
-        "rtl8139",
-        "virtio",
-        "vmxnet3",
-    ];
+    let models = oxve_qemu::cmdline::NIC_MODELS;
     let mac_at = parts.iter().position(|p| p.starts_with("macaddr="));
     let model_at = parts.iter().position(|p| {
         let name = p.split('=').next().unwrap_or("");

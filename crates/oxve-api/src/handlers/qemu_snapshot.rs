@@ -3,13 +3,13 @@
 //! clones. Each long step is a task holding the VM's lock.
 
 use super::qemu::vmid;
+use super::qemu_status::power_task;
 use super::{Ctx, Registry};
 use crate::error::{ApiError, ApiResult};
 use crate::node::Node;
 use crate::vm_clone::{self, CloneSpec};
 use crate::vm_snapshot;
 use crate::{guest, reg, vm};
-use futures::future::BoxFuture;
 use oxve_schema::vmconfig::VmSection;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -27,28 +27,8 @@ pub fn register(r: &mut Registry) {
     reg!(r, GET "/nodes/{node}/qemu/{vmid}/feature" => feature);
 }
 
-type Work = Box<
-    dyn for<'a> FnOnce(&'a Arc<Node>, &'a (dyn Fn(&str) + Sync)) -> BoxFuture<'a, ApiResult<()>>
-        + Send,
->;
-
-/// Runs `work` as a task of `worker` type on VM `vmid`, holding its lock.
-fn task(ctx: &Ctx, worker: &'static str, vmid: u32, work: Work) -> ApiResult<Value> {
-    let node: Arc<Node> = ctx.node.clone();
-    let upid = ctx.node.tasks.spawn(
-        worker,
-        Some(&vmid.to_string()),
-        &ctx.caller.authid(),
-        move |task| async move {
-            let _guard = node.guest_locks.lock(vmid).await;
-            let log = move |l: &str| task.log(l);
-            work(&node, &log).await.map_err(|e| e.message)
-        },
-    )?;
-    Ok(json!(upid.to_string()))
-}
-
-/// [`task`] for work that blocks (storage and `qemu-img` calls).
+/// A task for work that blocks (storage and `qemu-img` calls), holding
+/// the VM's lock.
 fn blocking_task(
     ctx: &Ctx,
     worker: &'static str,
@@ -124,17 +104,17 @@ async fn create(ctx: Ctx) -> ApiResult<Value> {
             "snapshot name '{name}' already used"
         )));
     }
-    task(
-        &ctx,
+    power_task(
+        ctx,
         "qmsnapshot",
-        vmid,
-        Box::new(move |node, log| {
+        Box::new(move |node, vmid, log| {
             Box::pin(async move {
                 log(&format!("snapshotting VM {vmid} as '{name}'"));
                 vm_snapshot::create(node, vmid, name, description, vmstate, log).await
             })
         }),
     )
+    .await
 }
 
 async fn snap_index(ctx: Ctx) -> ApiResult<Value> {
@@ -148,14 +128,14 @@ async fn delete(ctx: Ctx) -> ApiResult<Value> {
     let name = ctx.str("snapname")?.to_string();
     let force = ctx.flag("force");
     snapshot(&ctx, vmid, &name)?;
-    task(
-        &ctx,
+    power_task(
+        ctx,
         "qmdelsnapshot",
-        vmid,
-        Box::new(move |node, log| {
+        Box::new(move |node, vmid, log| {
             Box::pin(async move { vm_snapshot::delete(node, vmid, &name, force, log).await })
         }),
     )
+    .await
 }
 
 async fn rollback(ctx: Ctx) -> ApiResult<Value> {
@@ -163,14 +143,14 @@ async fn rollback(ctx: Ctx) -> ApiResult<Value> {
     let name = ctx.str("snapname")?.to_string();
     let start = ctx.flag("start");
     snapshot(&ctx, vmid, &name)?;
-    task(
-        &ctx,
+    power_task(
+        ctx,
         "qmrollback",
-        vmid,
-        Box::new(move |node, log| {
+        Box::new(move |node, vmid, log| {
             Box::pin(async move { vm_snapshot::rollback(node, vmid, &name, start, log).await })
         }),
     )
+    .await
 }
 
 async fn get_config(ctx: Ctx) -> ApiResult<Value> {

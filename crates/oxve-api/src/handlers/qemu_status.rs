@@ -102,8 +102,9 @@ async fn current(ctx: Ctx) -> ApiResult<Value> {
     Ok(v)
 }
 
-/// A power action: runs in a task of `worker` type holding the VM's lock.
-type Action = Box<
+/// A power action (or any other async VM action): runs in a task of
+/// `worker` type holding the VM's lock.
+pub(super) type Action = Box<
     dyn for<'a> FnOnce(
             &'a Arc<Node>,
             u32,
@@ -112,7 +113,7 @@ type Action = Box<
         + Send,
 >;
 
-async fn power_task(ctx: Ctx, worker: &'static str, action: Action) -> ApiResult<Value> {
+pub(super) async fn power_task(ctx: Ctx, worker: &'static str, action: Action) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     ctx.node.load_vm(vmid)?;
     let node: Arc<Node> = ctx.node.clone();

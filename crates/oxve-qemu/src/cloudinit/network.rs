@@ -236,25 +236,9 @@ fn interfaces(section: &VmSection) -> Vec<(String, &str, &str)> {
 
 /// The MAC of a `net<n>` value (`virtio=MAC,...` or `macaddr=MAC`).
 fn net_mac(net: &str) -> Option<String> {
-    const MODELS: &[&str] = &[
-        "e1000",
-        "e1000-82540em",
-        "e1000-82544gc",
-        "e1000-82545em",
-        "e1000e",
-        "i82551",
-        "i82557b",
-        "i82559er",
-        "ne2k_isa",
-        "ne2k_pci",
-        "pcnet",
-        "rtl8139",
-        "virtio",
-        "vmxnet3",
-    ];
     net.split(',')
         .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| MODELS.contains(k) || *k == "macaddr")
+        .find(|(k, _)| crate::cmdline::NIC_MODELS.contains(k) || *k == "macaddr")
         .map(|(_, v)| v.to_string())
         .filter(|m| !m.is_empty())
 }

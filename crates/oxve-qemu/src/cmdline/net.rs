@@ -6,7 +6,8 @@ use super::{push2, Ctx};
 use crate::error::{cfg_err, CmdlineError};
 use std::collections::BTreeMap;
 
-const NIC_MODELS: &[&str] = &[
+/// The NIC models of a `net<n>` option (upstream's `$nic_model_list`).
+pub const NIC_MODELS: &[&str] = &[
     "rtl8139",
     "ne2k_pci",
     "e1000",

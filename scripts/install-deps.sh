@@ -16,6 +16,7 @@ packages=(
   xz-utils zstd bzip2 gzip         # download-url decompression
   busybox-static                   # minimal container root file systems in tests
   genisoimage                      # cloud-init seed ISOs of VMs
+  ovmf                             # UEFI firmware and EFI variables templates of VMs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -297,3 +297,33 @@ def test_serial_console_over_websocket(admin, nodename, qemu, guest):
     xterm_roundtrip(qemu, ADMIN, ADMIN_PASSWORD, f"nodes/{qpath(nodename)}/qemu/205", r,
                     "echo vm-$((40+2))\n", b"vm-42", timeout=120)
     ok(admin, nodename, admin.nodes(nodename).qemu(205).status.stop.post())
+
+
+def test_uefi_vm_with_efi_disk(admin, nodename, qemu, guest):
+    """`bios: ovmf` with a new `efidisk0`: the disk is Debian OVMF's 4 MiB
+    variables template (with Microsoft's keys when `pre-enrolled-keys=1`),
+    sized as the template whatever size was asked; the VM boots through
+    the UEFI firmware."""
+    need(Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd").exists(), "Debian's ovmf is not installed")
+    upid = admin.nodes(nodename).qemu.post(
+        vmid=206, memory=256, cores=1, bios="ovmf", serial0="socket",
+        efidisk0="local:1,efitype=4m,pre-enrolled-keys=1", args=kernel_args(guest))
+    ok(admin, nodename, upid)
+    conf = admin.nodes(nodename).qemu(206).config.get()
+    assert conf["efidisk0"].startswith("local:206/vm-206-disk-0."), conf
+    assert "efitype=4m" in conf["efidisk0"] and "pre-enrolled-keys=1" in conf["efidisk0"]
+    template = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd").read_bytes()
+    assert f"size={len(template) // 1024}K" in conf["efidisk0"], conf
+    vol = qemu.root / "var/lib/vz/images/206" / conf["efidisk0"].split("/")[1].split(",")[0]
+    raw = subprocess.run(["qemu-img", "convert", "-O", "raw", str(vol), "/dev/stdout"],
+                         capture_output=True).stdout if vol.suffix == ".qcow2" else vol.read_bytes()
+    assert raw[:len(template)] == template
+    ok(admin, nodename, admin.nodes(nodename).qemu(206).status.start.post())
+    serial = Serial(qemu, 206)
+    try:
+        serial.wait_for("oxve-guest: booted", timeout=240)
+    finally:
+        serial.close()
+    ok(admin, nodename, admin.nodes(nodename).qemu(206).status.stop.post())
+    ok(admin, nodename, admin.nodes(nodename).qemu(206).delete())
+    assert not vol.exists()

@@ -266,19 +266,52 @@ pub fn alloc_disk(
     let Some((storage, size_gib)) = new_disk_spec(file) else {
         return Ok(None);
     };
-    if key == "efidisk0" || key == "tpmstate0" {
+    if key == "tpmstate0" {
         return Err(ApiError::not_implemented_msg(format!(
-            "{key}: allocating EFI and TPM state disks is not built yet"
+            "{key}: allocating TPM state disks is not built yet"
         )));
     }
+    // An EFI disk holds the firmware's variables: the size and first
+    // content of upstream's template, whatever size was asked for.
+    let efi_vars = (key == "efidisk0").then(|| {
+        let dir = node.qemu_paths().firmware_dir;
+        PathBuf::from(format!(
+            "{}/{}",
+            dir.trim_end_matches('/'),
+            cmdline::vars_template(value)
+        ))
+    });
+    let efi_len = match &efi_vars {
+        Some(path) => Some(
+            std::fs::metadata(path)
+                .map_err(|e| {
+                    ApiError::fail(format!(
+                        "{key}: EFI variables template {} missing (Debian package ovmf): {e}",
+                        path.display()
+                    ))
+                })?
+                .len(),
+        ),
+        None => None,
+    };
     let plugin = node.open_storage(&storage)?;
     plugin.activate()?;
     let format = drive_opt(value, "format");
-    let size_kib = (size_gib * 1024.0 * 1024.0) as u64;
+    let size_kib = match efi_len {
+        Some(len) => len.div_ceil(1024),
+        None => (size_gib * 1024.0 * 1024.0) as u64,
+    };
     let volname = plugin
         .alloc_for(Some(Content::Images), vmid, format, None, size_kib)
         .map_err(|e| ApiError::fail(format!("{key}: {e}")))?;
     let volid = VolumeId::new(&storage, &volname).to_string();
+    if let Some(template) = &efi_vars {
+        let written = write_efi_vars(&*plugin, &volname, template);
+        if let Err(e) = written {
+            let _ = plugin.free_image(&volname);
+            return Err(ApiError::fail(format!("{key}: {}", e.message)));
+        }
+    }
     let rest: Vec<&str> = value
         .split(',')
         .skip(1)
@@ -289,8 +322,39 @@ pub fn alloc_disk(
         new.push(',');
         new.push_str(p);
     }
-    new.push_str(&format!(",size={}", crate::ct::size_text(size_gib)));
+    let size = match efi_len {
+        Some(len) => oxve_schema::format::format_size(len.div_ceil(1024) * 1024),
+        None => crate::ct::size_text(size_gib),
+    };
+    new.push_str(&format!(",size={size}"));
     Ok(Some((volid, new)))
+}
+
+/// Copies the EFI variables `template` into the new volume `volname`.
+fn write_efi_vars(
+    plugin: &dyn oxve_storage::StoragePlugin,
+    volname: &str,
+    template: &Path,
+) -> ApiResult<()> {
+    plugin.activate_volume(volname)?;
+    let path = plugin.path(volname)?;
+    let format = plugin
+        .parse_volname(volname)?
+        .format
+        .unwrap_or_else(|| "raw".into());
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-n", "-f", "raw", "-O", &format])
+        .arg(template)
+        .arg(&path)
+        .output()
+        .map_err(|e| ApiError::fail(format!("cannot run qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(ApiError::fail(format!(
+            "writing the EFI variables failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Frees a volume by id.

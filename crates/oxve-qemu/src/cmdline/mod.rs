@@ -24,6 +24,7 @@ mod timer;
 pub use env::{ChainLink, HostEnv, Paths, PciDevice, PciMapping, SevCapabilities};
 pub use machine::Version;
 pub use net::NIC_MODELS;
+pub use ovmf::vars_template;
 pub use quote::{pretty, shell_quote, to_command_string};
 
 use crate::error::{cfg_err, CmdlineError};

@@ -7,6 +7,28 @@ use super::props::Props;
 use super::{json, push2, Ctx};
 use crate::error::{cfg_err, CmdlineError};
 
+/// The EFI variables template of an x86_64 VM: 4 MiB images (`efitype=4m`)
+/// with or without Microsoft's keys enrolled, or the old 2 MiB one.
+fn vars_template_x86(four_m: bool, ms: bool) -> &'static str {
+    match (four_m, ms) {
+        (true, true) => "OVMF_VARS_4M.ms.fd",
+        (true, false) => "OVMF_VARS_4M.fd",
+        (false, _) => "OVMF_VARS.fd",
+    }
+}
+
+/// The file (below the firmware directory) a new x86_64 `efidisk0` with
+/// value `efidisk` is initialised from, as upstream.
+pub fn vars_template(efidisk: &str) -> &'static str {
+    let opt = |k: &str| {
+        efidisk
+            .split(',')
+            .find_map(|p| p.strip_prefix(k)?.strip_prefix('='))
+    };
+    let ms = opt("pre-enrolled-keys").is_some_and(|v| matches!(v, "1" | "on" | "yes" | "true"));
+    vars_template_x86(opt("efitype") == Some("4m"), ms)
+}
+
 fn firmware_files(
     ctx: &Ctx,
     efidisk: Option<&Drive>,
@@ -26,14 +48,9 @@ fn firmware_files(
                 } else {
                     "OVMF_CODE_4M.fd"
                 };
-                let vars = if ms {
-                    "OVMF_VARS_4M.ms.fd"
-                } else {
-                    "OVMF_VARS_4M.fd"
-                };
-                (code, vars)
+                (code, vars_template_x86(true, ms))
             } else {
-                ("OVMF_CODE.fd", "OVMF_VARS.fd")
+                ("OVMF_CODE.fd", vars_template_x86(false, false))
             }
         }
         "aarch64" => {

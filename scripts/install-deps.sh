@@ -17,6 +17,7 @@ packages=(
   busybox-static                   # minimal container root file systems in tests
   genisoimage                      # cloud-init seed ISOs of VMs
   ovmf                             # UEFI firmware and EFI variables templates of VMs
+  swtpm swtpm-tools                # TPM state disks of VMs
 )
 missing=()
 for p in "${packages[@]}"; do

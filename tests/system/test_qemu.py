@@ -327,3 +327,35 @@ def test_uefi_vm_with_efi_disk(admin, nodename, qemu, guest):
     ok(admin, nodename, admin.nodes(nodename).qemu(206).status.stop.post())
     ok(admin, nodename, admin.nodes(nodename).qemu(206).delete())
     assert not vol.exists()
+
+
+def test_tpm_state_disk(admin, nodename, qemu, guest):
+    """A `tpmstate0` (TPM 2.0) is a raw 4 MiB volume; at start swtpm_setup
+    makes the state once and swtpm serves it to QEMU, which shows the TPM
+    in QMP; stopping the VM ends the emulator too."""
+    need(shutil.which("swtpm") is not None and shutil.which("swtpm_setup") is not None,
+         "swtpm is not installed")
+    upid = admin.nodes(nodename).qemu.post(
+        vmid=207, memory=256, cores=1, serial0="socket", tpmstate0="local:1,version=v2.0",
+        args=kernel_args(guest))
+    ok(admin, nodename, upid)
+    vm = admin.nodes(nodename).qemu(207)
+    conf = vm.config.get()
+    assert conf["tpmstate0"].startswith("local:207/vm-207-disk-0.raw"), conf
+    assert "size=4M" in conf["tpmstate0"] and "version=v2.0" in conf["tpmstate0"], conf
+    vol = qemu.root / "var/lib/vz/images/207/vm-207-disk-0.raw"
+    assert vol.stat().st_size == 4 * 1024 * 1024 and not vol.read_bytes().strip(b"\0")
+    upid = vm.status.start.post()
+    ok(admin, nodename, upid)
+    assert "TPM 2.0 emulator (swtpm)" in task_log(admin, nodename, upid)
+    assert vol.read_bytes().strip(b"\0"), "swtpm_setup wrote no state"
+    out = vm.monitor.post(command="info tpm")
+    assert "emulator" in out and "tpm-tis" in out, out
+    pid = int((qemu.root / "run/oxve/qemu/207.swtpm.pid").read_text())
+    ok(admin, nodename, vm.status.stop.post())
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), "swtpm still runs"
+    ok(admin, nodename, vm.delete())

@@ -266,11 +266,6 @@ pub fn alloc_disk(
     let Some((storage, size_gib)) = new_disk_spec(file) else {
         return Ok(None);
     };
-    if key == "tpmstate0" {
-        return Err(ApiError::not_implemented_msg(format!(
-            "{key}: allocating TPM state disks is not built yet"
-        )));
-    }
     // An EFI disk holds the firmware's variables: the size and first
     // content of upstream's template, whatever size was asked for.
     let efi_vars = (key == "efidisk0").then(|| {
@@ -296,9 +291,16 @@ pub fn alloc_disk(
     };
     let plugin = node.open_storage(&storage)?;
     plugin.activate()?;
-    let format = drive_opt(value, "format");
+    let tpm = key == "tpmstate0";
+    // swtpm keeps its state in a plain file or device: always raw.
+    let format = if tpm {
+        Some("raw")
+    } else {
+        drive_opt(value, "format")
+    };
     let size_kib = match efi_len {
         Some(len) => len.div_ceil(1024),
+        None if tpm => crate::vm_tpm::STATE_SIZE_KIB,
         None => (size_gib * 1024.0 * 1024.0) as u64,
     };
     let volname = plugin
@@ -324,6 +326,7 @@ pub fn alloc_disk(
     }
     let size = match efi_len {
         Some(len) => oxve_schema::format::format_size(len.div_ceil(1024) * 1024),
+        None if tpm => oxve_schema::format::format_size(crate::vm_tpm::STATE_SIZE_KIB * 1024),
         None => crate::ct::size_text(size_gib),
     };
     new.push_str(&format!(",size={size}"));
@@ -724,17 +727,21 @@ pub async fn start_with(
         host.remove_files(vmid);
         write_plugs(&n, vmid, &section)?;
         activate_volumes(&n, &section)?;
-        Ok((section, generated, tcg))
+        let tpm = crate::vm_tpm::start(&n, vmid, &section)?;
+        Ok((section, generated, tcg, tpm))
     })
     .await
     .map_err(|e| ApiError::fail(e.to_string()))?;
-    let (section, generated, tcg) = match prepared {
+    let (section, generated, tcg, tpm) = match prepared {
         Ok(p) => p,
         Err(e) => {
             node.qemu().remove_files(vmid);
             return Err(e);
         }
     };
+    for line in &tpm {
+        log(line);
+    }
     if let Some(reason) = &tcg {
         log(&format!(
             "KVM is not usable on this host ({reason}): VM {vmid} runs under TCG emulation, which is much slower"
@@ -810,6 +817,7 @@ pub fn force_machine(current: Option<&str>, machine: &str) -> String {
 
 /// What a stopped VM leaves: its volumes deactivated, its run files gone.
 pub fn cleanup(node: &Node, vmid: u32, section: &VmSection) {
+    crate::vm_tpm::stop(node, vmid);
     deactivate_volumes(node, vmid, section);
     node.qemu().remove_files(vmid);
 }

@@ -3,10 +3,13 @@
 # BENCHMARKS.md. scripts/install-deps.sh installs what it needs: wrk and
 # curl, btrfs-progs and qemu-img for the linked-clone benchmarks, lxc for
 # the container benchmarks (their busybox template is built and cached by
-# tests/lxc/build-templates.sh, which installs busybox-static if missing). Extra arguments go to
+# tests/lxc/build-templates.sh, which installs busybox-static if missing),
+# qemu-system-x86 and qemu-utils for the VM benchmarks (their guest is built
+# and cached by tests/qemu/build-guest.sh). Extra arguments go to
 # oxve-bench (see `oxve-bench --help`), e.g.
 #   bench/run.sh --idle-secs 10 --wrk-secs 3
-#   bench/run.sh --no-storage --no-lxc
+#   bench/run.sh --no-storage --no-lxc --no-qemu
+# A section skipped with --no-<part> keeps the figures BENCHMARKS.md had.
 # Run as root (the daemon makes a network namespace; the btrfs clones need
 # a loop mount).
 set -euo pipefail

@@ -10,7 +10,7 @@
 
 mod clone;
 mod create;
-mod http;
+pub(crate) mod http;
 mod start;
 
 pub use clone::{LinkedCloneFigures, STORAGE as CLONE_STORAGE, TEMPLATE_VMID};
@@ -237,27 +237,7 @@ impl<'a> Bench<'a> {
     /// Polls task `upid` every `every` until it has stopped; fails unless
     /// it ended OK.
     fn wait_task(&self, client: &mut Client, upid: &str, every: Duration) -> Result<()> {
-        let path = format!("{}/tasks/{}/status", self.node_path(), segment(upid));
-        let deadline = Instant::now() + TASK_TIMEOUT;
-        loop {
-            let status = client.call("GET", &path, &[])?;
-            if status["status"] == "stopped" {
-                return match status["exitstatus"].as_str() {
-                    Some("OK") => Ok(()),
-                    other => Err(BenchError::Tool {
-                        tool: format!("task {upid}"),
-                        detail: format!("ended with {}", other.unwrap_or("no exit status")),
-                    }),
-                };
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Tool {
-                    tool: format!("task {upid}"),
-                    detail: format!("still running after {} s", TASK_TIMEOUT.as_secs()),
-                });
-            }
-            std::thread::sleep(every);
-        }
+        client.wait_task(&self.node_path(), upid, every, TASK_TIMEOUT)
     }
 
     /// Creates CT `vmid` on a subvolume of `local` and waits for its task.
@@ -372,7 +352,7 @@ fn open_path_for_unprivileged(root: &Path) -> Result<()> {
 }
 
 /// A task id from an API answer's data.
-fn task_id(data: Value) -> Result<String> {
+pub(crate) fn task_id(data: Value) -> Result<String> {
     data.as_str()
         .map(str::to_string)
         .ok_or_else(|| BenchError::Parse {
@@ -382,7 +362,7 @@ fn task_id(data: Value) -> Result<String> {
 }
 
 /// One path segment, percent-encoded.
-fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
 
@@ -404,7 +384,7 @@ fn need(tool: &str) -> Result<()> {
 }
 
 /// Milliseconds since `start`.
-fn elapsed_ms(start: Instant) -> f64 {
+pub(crate) fn elapsed_ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
 }
 

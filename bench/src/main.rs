@@ -1,5 +1,5 @@
 //! `oxve-bench`: measures the config store's write path, the idle daemon,
-//! API throughput, storage operations and containers, each against a
+//! API throughput, storage operations, containers and VMs, each against a
 //! baseline of the same run, and writes the figures to BENCHMARKS.md.
 //! `bench/run.sh` builds and runs it.
 
@@ -8,6 +8,7 @@ mod daemon;
 mod error;
 mod lxc;
 mod machine;
+mod qemu;
 mod report;
 mod stats;
 mod storage;
@@ -17,6 +18,7 @@ use clap::Parser;
 use daemon::Daemon;
 use lxc::LxcFigures;
 use machine::{Machine, Scratch};
+use qemu::QemuFigures;
 use report::{Outcome, Run};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,12 @@ struct Args {
     /// Container creates fired at once in the parallel-create benchmark.
     #[arg(long, default_value_t = 20)]
     lxc_parallel: usize,
+    /// Skip the VM benchmarks (start, linked and full clones, parallel clones).
+    #[arg(long)]
+    no_qemu: bool,
+    /// Linked VM clones fired at once in the parallel-clone benchmark.
+    #[arg(long, default_value_t = 20)]
+    qemu_parallel: usize,
 }
 
 impl Args {
@@ -98,6 +106,44 @@ impl Args {
         } else {
             None
         }
+    }
+
+    /// Why the VM benchmarks do not run, if they do not.
+    fn qemu_skipped(&self) -> Option<&'static str> {
+        if self.store_only {
+            Some("skipped: run with --store-only")
+        } else if self.no_qemu {
+            Some("skipped: run with --no-qemu")
+        } else {
+            None
+        }
+    }
+
+    /// The report's sections this run skipped on request, with the option
+    /// that skipped them: they keep the previous report's figures.
+    fn skipped_sections(&self) -> Vec<(&'static str, &'static str)> {
+        let mut skipped = Vec::new();
+        if self.store_only {
+            for heading in [
+                "Daemon: idle",
+                "API over HTTPS",
+                "Storage",
+                "Containers",
+                "Virtual machines",
+            ] {
+                skipped.push((heading, "--store-only"));
+            }
+        }
+        for (off, heading, option) in [
+            (self.no_storage, "Storage", "--no-storage"),
+            (self.no_lxc, "Containers", "--no-lxc"),
+            (self.no_qemu, "Virtual machines", "--no-qemu"),
+        ] {
+            if off && !self.store_only {
+                skipped.push((heading, option));
+            }
+        }
+        skipped
     }
 
     fn storage_plan(&self) -> storage::Plan {
@@ -145,7 +191,8 @@ fn main() -> ExitCode {
     let failed = store.is_err()
         || (!args.store_only && (daemon_run.idle.is_err() || daemon_run.api.is_err()))
         || (args.storage_skipped().is_none() && !storage.complete())
-        || (args.lxc_skipped().is_none() && !daemon_run.lxc.complete());
+        || (args.lxc_skipped().is_none() && !daemon_run.lxc.complete())
+        || (args.qemu_skipped().is_none() && !daemon_run.qemu.complete());
     let run = Run {
         machine: &machine,
         scratch: &scratch,
@@ -156,8 +203,12 @@ fn main() -> ExitCode {
         api: daemon_run.api,
         storage,
         lxc: daemon_run.lxc,
+        qemu: daemon_run.qemu,
     };
-    let text = report::render(&run);
+    let mut text = report::render(&run);
+    if let Ok(previous) = std::fs::read_to_string(&args.out) {
+        text = report::keep_skipped(&text, &previous, &args.skipped_sections());
+    }
     if let Err(e) = std::fs::write(&args.out, &text) {
         eprintln!("oxve-bench: cannot write {}: {e}", args.out.display());
         return ExitCode::FAILURE;
@@ -178,6 +229,7 @@ struct DaemonRun {
     upload: Outcome<storage::UploadFigures>,
     status: Outcome<storage::StatusFigures>,
     lxc: LxcFigures,
+    qemu: QemuFigures,
 }
 
 impl DaemonRun {
@@ -189,12 +241,13 @@ impl DaemonRun {
             upload: Err(why.to_string()),
             status: Err(why.to_string()),
             lxc: LxcFigures::skipped(why),
+            qemu: QemuFigures::skipped(why),
         }
     }
 }
 
 /// Starts the daemon in a fresh root, measures it idle, then under load,
-/// then (unless skipped) its storage operations and containers.
+/// then (unless skipped) its storage operations, containers and VMs.
 fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
     let root = match tempfile::Builder::new()
         .prefix("oxve-bench-root-")
@@ -230,6 +283,16 @@ fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
             },
         ),
     };
+    let qemu = match args.qemu_skipped() {
+        Some(why) => QemuFigures::skipped(why),
+        None => qemu::with_daemon(
+            &daemon,
+            NODE,
+            qemu::Plan {
+                parallel: args.qemu_parallel,
+            },
+        ),
+    };
     if let Err(e) = daemon.stop() {
         eprintln!("oxve-bench: warning: {e}");
     }
@@ -239,5 +302,6 @@ fn daemon_benchmarks(args: &Args, scratch: &Scratch) -> DaemonRun {
         upload,
         status,
         lxc,
+        qemu,
     }
 }

@@ -4,10 +4,16 @@ use crate::api::{ApiFigures, WrkReport, CONNECTIONS, THREADS};
 use crate::daemon::IdleFigures;
 use crate::lxc::{CreateFigures, LinkedCloneFigures, LxcFigures, ParallelFigures, StartFigures};
 use crate::machine::{Machine, Scratch};
+use crate::qemu::QemuFigures;
 use crate::storage::{CloneFigures, StatusFigures, StorageFigures, UploadFigures};
 use crate::store::StoreFigures;
 use std::fmt::Write;
 use std::path::Path;
+
+mod previous;
+mod qemu;
+
+pub use previous::keep_skipped;
 
 /// A section's figures, or why it has none.
 pub type Outcome<T> = Result<T, String>;
@@ -32,6 +38,8 @@ pub struct Run<'a> {
     pub storage: StorageFigures,
     /// Containers.
     pub lxc: LxcFigures,
+    /// Virtual machines.
+    pub qemu: QemuFigures,
 }
 
 const TABLE_HEAD: &str =
@@ -85,6 +93,7 @@ pub fn render(run: &Run<'_>) -> String {
     }
     storage_section(&mut out, &run.storage, run.node, &run.scratch.fs_type);
     containers_section(&mut out, &run.lxc, run.node);
+    qemu::section(&mut out, &run.qemu, run.node);
     out
 }
 
@@ -648,6 +657,7 @@ mod tests {
             api: Err("daemon: exited".into()),
             storage: StorageFigures::skipped("skipped: run with --no-storage"),
             lxc: LxcFigures::skipped("skipped: run with --no-lxc"),
+            qemu: QemuFigures::skipped("skipped: run with --no-qemu"),
         };
         let text = render(&run);
         assert!(text.starts_with("# Benchmarks\n"));
@@ -656,6 +666,7 @@ mod tests {
         assert!(text.contains("\n## Storage\n"));
         assert!(text.contains("btrfs: Not measured in this run:"));
         assert!(text.contains("\n## Containers\n\n### Start\n\nNot measured in this run:"));
+        assert!(text.contains("\n## Virtual machines\n\n### Start\n\nNot measured in this run:"));
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! same archive into the same file system; then many creates fired at
 //! once, and as many destroys.
 
-use super::{elapsed_ms, Bench, Client, TEMPLATE};
+use super::http::fan_out;
+use super::{elapsed_ms, Bench, TEMPLATE};
 use crate::api::run_tool;
 use crate::error::{BenchError, Result};
 use crate::stats::Latency;
 use std::process::Command;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// Timed creates (and as many extractions), alternating which goes first.
@@ -129,10 +129,14 @@ pub(super) fn parallel(
     }
     let ids: Vec<u32> = (0..count).map(|i| FIRST_PARALLEL + i as u32).collect();
     eprintln!("{count} creates at once");
-    let (create_ms, created) = fan_out(b, &ids, |b, client, vmid| {
-        let upid = b.post_create(client, vmid, super::ROOTFS)?;
-        b.wait_task(client, &upid, PARALLEL_POLL)
-    });
+    let (create_ms, created) = fan_out(
+        &ids,
+        || b.client(),
+        |client, vmid| {
+            let upid = b.post_create(client, vmid, super::ROOTFS)?;
+            b.wait_task(client, &upid, PARALLEL_POLL)
+        },
+    );
     let (create_failures, create_errors) = failures(&ids, &created);
     // Destroy what exists, whatever its create said.
     let listed = b
@@ -147,10 +151,14 @@ pub(super) fn parallel(
         .filter(|v| ids.contains(v))
         .collect();
     eprintln!("{} destroys at once", existing.len());
-    let (destroy_ms, destroyed) = fan_out(b, &existing, |b, client, vmid| {
-        let upid = b.post_destroy(client, vmid)?;
-        b.wait_task(client, &upid, PARALLEL_POLL)
-    });
+    let (destroy_ms, destroyed) = fan_out(
+        &existing,
+        || b.client(),
+        |client, vmid| {
+            let upid = b.post_destroy(client, vmid)?;
+            b.wait_task(client, &upid, PARALLEL_POLL)
+        },
+    );
     let (destroy_failures, destroy_errors) = failures(&existing, &destroyed);
     Ok(ParallelFigures {
         count,
@@ -162,41 +170,6 @@ pub(super) fn parallel(
         destroy_failures,
         destroy_errors,
         sequential_ms,
-    })
-}
-
-/// Runs `op` for every id on a thread of its own with its own connection
-/// (opened before the clock starts); returns the wall time from the common
-/// start to the last end, and each outcome.
-fn fan_out(
-    b: &Bench<'_>,
-    ids: &[u32],
-    op: impl Fn(&Bench<'_>, &mut Client, u32) -> Result<()> + Sync,
-) -> (f64, Vec<Result<(), String>>) {
-    let barrier = Barrier::new(ids.len() + 1);
-    let (barrier, op) = (&barrier, &op);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ids
-            .iter()
-            .map(|&vmid| {
-                scope.spawn(move || {
-                    let client = b.client().and_then(|mut c| c.connect().map(|()| c));
-                    barrier.wait();
-                    let mut client = client.map_err(|e| e.to_string())?;
-                    op(b, &mut client, vmid).map_err(|e| e.to_string())
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let results = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("the caller's thread panicked".into()))
-            })
-            .collect();
-        (elapsed_ms(start), results)
     })
 }
 

@@ -13,8 +13,8 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 /// How long one answer may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -78,6 +78,42 @@ impl Client {
             });
         }
         Ok(answer.body.get("data").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Polls task `upid` of the node at `node_path` (`/nodes/<node>`,
+    /// encoded) every `every` until it has stopped; fails unless it ended
+    /// OK, or when it runs longer than `timeout`.
+    pub fn wait_task(
+        &mut self,
+        node_path: &str,
+        upid: &str,
+        every: Duration,
+        timeout: Duration,
+    ) -> Result<()> {
+        let path = format!(
+            "{node_path}/tasks/{}/status",
+            utf8_percent_encode(upid, NON_ALPHANUMERIC)
+        );
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.call("GET", &path, &[])?;
+            if status["status"] == "stopped" {
+                return match status["exitstatus"].as_str() {
+                    Some("OK") => Ok(()),
+                    other => Err(BenchError::Tool {
+                        tool: format!("task {upid}"),
+                        detail: format!("ended with {}", other.unwrap_or("no exit status")),
+                    }),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Tool {
+                    tool: format!("task {upid}"),
+                    detail: format!("still running after {} s", timeout.as_secs()),
+                });
+            }
+            std::thread::sleep(every);
+        }
     }
 
     /// Calls `method path` and returns whatever the daemon answered.
@@ -160,6 +196,41 @@ impl Client {
             detail: detail.to_string(),
         }
     }
+}
+
+/// Runs `op` for every id on a thread of its own with a client of its own
+/// (made by `connect` and connected before the clock starts); returns the
+/// wall time from the common start to the last end, and each outcome.
+pub fn fan_out(
+    ids: &[u32],
+    connect: impl Fn() -> Result<Client> + Sync,
+    op: impl Fn(&mut Client, u32) -> Result<()> + Sync,
+) -> (f64, Vec<Result<(), String>>) {
+    let barrier = Barrier::new(ids.len() + 1);
+    let (barrier, connect, op) = (&barrier, &connect, &op);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|&vmid| {
+                scope.spawn(move || {
+                    let client = connect().and_then(|mut c| c.connect().map(|()| c));
+                    barrier.wait();
+                    let mut client = client.map_err(|e| e.to_string())?;
+                    op(&mut client, vmid).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("the caller's thread panicked".into()))
+            })
+            .collect();
+        (super::elapsed_ms(start), results)
+    })
 }
 
 /// Whether `e` says the peer closed or reset the connection.

@@ -359,3 +359,100 @@ def test_tpm_state_disk(admin, nodename, qemu, guest):
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists(), "swtpm still runs"
     ok(admin, nodename, vm.delete())
+
+
+def vnc_response(password: str, challenge: bytes) -> bytes:
+    """The VNC authentication answer: the challenge encrypted by DES with
+    the password (8 bytes, zero padded, each byte's bits reversed)."""
+    from Crypto.Cipher import DES
+
+    key = bytes(int(f"{b:08b}"[::-1], 2) for b in password.encode()[:8].ljust(8, b"\0"))
+    return DES.new(key, DES.MODE_ECB).encrypt(challenge)
+
+
+class WsStream:
+    """Reads exact byte counts from a WebSocket carrying a byte stream."""
+
+    def __init__(self, ws):
+        self.ws, self.buf = ws, b""
+
+    def read(self, n: int) -> bytes:
+        import websocket
+
+        while len(self.buf) < n:
+            op, data = self.ws.recv_data()
+            assert op == websocket.ABNF.OPCODE_BINARY, (op, data)
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def vnc_connect(qemu, nodename, proxy, password: str):
+    """Opens the VNC WebSocket as noVNC does and authenticates inside the
+    RFB protocol; returns (stream, security result)."""
+    import ssl
+    import struct
+    from urllib.parse import quote
+
+    import websocket
+    from oxvetest import ADMIN, ADMIN_PASSWORD, qpath
+
+    auth, _ = qemu.ticket(ADMIN, ADMIN_PASSWORD)
+    url = (f"wss://{qemu.host}:{qemu.port}/api2/json/nodes/{qpath(nodename)}/qemu/208/vncwebsocket"
+           f"?port={proxy['port']}&vncticket={quote(proxy['ticket'], safe='')}")
+    ws = websocket.create_connection(url, subprotocols=["binary"], cookie=f"PVEAuthCookie={auth}",
+                                     sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False},
+                                     timeout=20)
+    s = WsStream(ws)
+    assert s.read(12) == b"RFB 003.008\n"
+    ws.send_binary(b"RFB 003.008\n")
+    count = s.read(1)[0]
+    types = s.read(count)
+    assert 2 in types and 1 not in types, f"VNC must ask for a password, offers {list(types)}"
+    ws.send_binary(b"\x02")
+    challenge = s.read(16)
+    ws.send_binary(vnc_response(password, challenge))
+    (result,) = struct.unpack(">I", s.read(4))
+    return ws, s, result
+
+
+def test_vnc_console_over_websocket(admin, nodename, qemu):
+    """vncproxy hands out a ticket and a VNC password; the WebSocket carries
+    QEMU's own VNC server, which accepts that password (and no other) and
+    sends the VM's screen."""
+    import struct
+
+    ok(admin, nodename, admin.nodes(nodename).qemu.post(vmid=208, name="vnc-vm", memory=128))
+    vm = admin.nodes(nodename).qemu(208)
+    with pytest.raises(ResourceException, match="not running"):
+        vm.vncproxy.post()
+    ok(admin, nodename, vm.status.start.post())
+
+    r = vm.vncproxy.post(websocket=1)
+    assert set(r) == {"user", "ticket", "password", "port", "upid", "cert"}, r
+    assert ":vncproxy:208:" in r["upid"] and "BEGIN CERTIFICATE" in r["cert"]
+    assert len(r["password"]) == 8 and r["ticket"].startswith(r["password"] + ":PVEVNC:")
+    ws, s, result = vnc_connect(qemu, nodename, r, r["password"])
+    try:
+        assert result == 0, "QEMU refused the session's VNC password"
+        ws.send_binary(b"\x01")  # ClientInit, shared
+        width, height = struct.unpack(">HH", s.read(4))
+        s.read(16)  # pixel format
+        (name_len,) = struct.unpack(">I", s.read(4))
+        assert s.read(name_len) == b"QEMU (vnc-vm)"
+        assert width > 0 and height > 0
+        ws.send_binary(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+        msg_type, _pad, rects = struct.unpack(">BBH", s.read(4))
+        assert msg_type == 0 and rects >= 1, "no framebuffer update"
+    finally:
+        ws.close()
+    ok(admin, nodename, r["upid"])
+
+    # Another session's password: a wrong one is refused by QEMU.
+    r2 = vm.vncproxy.post(websocket=1)
+    ws, _s, result = vnc_connect(qemu, nodename, r2, r["password"] if r["password"] != r2["password"]
+                                 else "wrong!!!")
+    ws.close()
+    assert result != 0, "QEMU accepted a stale VNC password"
+    ok(admin, nodename, vm.status.stop.post())
+    ok(admin, nodename, vm.delete())

@@ -34,6 +34,7 @@ pub mod vm_snapshot;
 pub mod vm_state;
 pub mod vm_stats;
 pub mod vm_tpm;
+pub mod vnc;
 pub mod websocket;
 
 pub use error::{ApiError, ApiResult};

@@ -1,6 +1,7 @@
 //! `/nodes/{node}/qemu/{vmid}/termproxy` and `vncwebsocket`: a VM's
 //! serial console for xterm.js, as upstream runs it — `qm terminal` on the
-//! VM's serial socket inside a terminal session (see `termproxy.rs`).
+//! VM's serial socket inside a terminal session (see `termproxy.rs`) — and
+//! `vncproxy`, the graphical console (see `vnc.rs`).
 
 use super::qemu::vmid;
 use super::{Ctx, Registry};
@@ -11,6 +12,12 @@ use serde_json::Value;
 pub fn register(r: &mut Registry) {
     reg!(r, POST "/nodes/{node}/qemu/{vmid}/termproxy" => termproxy);
     reg!(r, GET "/nodes/{node}/qemu/{vmid}/vncwebsocket" => vncwebsocket);
+    reg!(r, POST "/nodes/{node}/qemu/{vmid}/vncproxy" => vncproxy);
+}
+
+async fn vncproxy(ctx: Ctx) -> ApiResult<Value> {
+    let vmid = vmid(&ctx)?;
+    crate::vnc::start(&ctx, vmid)
 }
 
 async fn termproxy(ctx: Ctx) -> ApiResult<Value> {

@@ -285,3 +285,69 @@ def test_move_disk_online_and_clone_a_running_vm(admin, nodename, qemu, guest):
         vm.move_disk.post(disk="scsi7", storage="second")
     assert "does not exist" in str(e.value)
     ok(admin, nodename, vm.status.stop.post())
+
+
+def test_suspend_to_disk_and_resume(admin, nodename, qemu, guest):
+    """Suspend to disk saves RAM into a `vm-<id>-state-suspend-<date>`
+    volume and ends QEMU; the config is locked `suspended` with the machine
+    and CPU the state needs. Resume loads the state (the guest's RAM file is
+    there again) and frees the volume. A refused suspend changes nothing."""
+    create(admin, nodename, 647, guest)
+    vm = admin.nodes(nodename).qemu(647)
+    ok(admin, nodename, vm.status.start.post())
+    serial = Serial(qemu, 647)
+    try:
+        serial.wait_for("oxve-guest: booted", timeout=120)
+        shell(serial, "echo hibernated-ram > /tmp/h")
+    finally:
+        serial.close()
+    before = vm.config.get()
+    with pytest.raises(ResourceException, match="storage .nosuch. does not exist"):
+        vm.status.suspend.post(statestorage="nosuch", todisk=1)
+    with pytest.raises(ResourceException, match="todisk"):
+        vm.status.suspend.post(statestorage="local")
+    assert vm.config.get() == before
+
+    upid = vm.status.suspend.post(todisk=1)
+    ok(admin, nodename, upid, timeout=180)
+    log = task_log(admin, nodename, upid)
+    assert "saving VM state and RAM" in log and "state saved, quitting" in log, log
+    st = status(admin, nodename, 647)
+    assert st["status"] == "stopped", st
+    conf = vm.config.get()
+    assert conf["lock"] == "suspended", conf
+    assert conf["vmstate"].startswith("local:647/vm-647-state-suspend-"), conf
+    assert conf["runningmachine"].startswith("pc-i440fx-") and conf["runningcpu"], conf
+    state = qemu.root / "var/lib/vz/images/647" / conf["vmstate"].split("/")[1]
+    assert state.exists() and state.stat().st_blocks > 0, state
+    # Locked: the config cannot change under the saved state.
+    with pytest.raises(ResourceException, match="locked"):
+        vm.config.put(cores=2)
+
+    upid = vm.status.resume.post()
+    ok(admin, nodename, upid, timeout=180)
+    assert "Resuming suspended VM" in task_log(admin, nodename, upid)
+    st = status(admin, nodename, 647)
+    assert st["status"] == "running" and st["qmpstatus"] == "running", st
+    conf = vm.config.get()
+    for key in ("lock", "vmstate", "runningmachine", "runningcpu"):
+        assert key not in conf, conf
+    assert not state.exists()
+    serial = Serial(qemu, 647)
+    try:
+        out = shell(serial, "echo ram-is-$(cat /tmp/h)")
+        assert "ram-is-hibernated-ram" in out, out
+    finally:
+        serial.close()
+
+    # Suspended again, a plain start resumes too (as upstream).
+    ok(admin, nodename, vm.status.suspend.post(todisk=1), timeout=180)
+    assert vm.config.get()["lock"] == "suspended"
+    upid = vm.status.start.post()
+    ok(admin, nodename, upid, timeout=180)
+    assert "Resuming suspended VM" in task_log(admin, nodename, upid)
+    assert "lock" not in vm.config.get()
+    ok(admin, nodename, vm.status.stop.post())
+    ok(admin, nodename, vm.delete())
+    assert not (qemu.root / "var/lib/vz/images/647").exists() or not any(
+        (qemu.root / "var/lib/vz/images/647").iterdir())

@@ -33,6 +33,7 @@ pub mod vm_move;
 pub mod vm_snapshot;
 pub mod vm_state;
 pub mod vm_stats;
+pub mod vm_suspend;
 pub mod vm_tpm;
 pub mod vnc;
 pub mod websocket;

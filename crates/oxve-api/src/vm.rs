@@ -668,6 +668,11 @@ pub struct StartOptions {
     /// Run this machine version (a snapshot's `runningmachine`) instead of
     /// the config's, so that the saved state fits.
     pub forcemachine: Option<String>,
+    /// Run this CPU (`runningcpu`, the `-cpu` value) instead of the
+    /// config's.
+    pub forcecpu: Option<String>,
+    /// Start although the config has this lock (`suspended`).
+    pub allow_lock: Option<&'static str>,
 }
 
 /// [`start`] with [`StartOptions`].
@@ -679,9 +684,13 @@ pub async fn start_with(
 ) -> ApiResult<()> {
     let n = node.clone();
     let forcemachine = opts.forcemachine.clone();
+    let forcecpu = opts.forcecpu.clone();
+    let allow_lock = opts.allow_lock;
     let prepared = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let loaded = n.load_vm(vmid)?;
-        check_unlocked(&loaded.conf)?;
+        if allow_lock.is_none() || loaded.conf.main.get("lock") != allow_lock {
+            check_unlocked(&loaded.conf)?;
+        }
         if n.vm_pid(vmid).is_some() {
             return Err(ApiError::fail(format!("VM {vmid} already running")));
         }
@@ -718,11 +727,19 @@ pub async fn start_with(
         crate::vm_cloudinit::prepare(&n, vmid, &section, &|l| tracing::info!(vmid, "{l}"))?;
         install_runtime(&n)?;
         let mut run = section.clone();
+        // A saved state is loaded through `-incoming defer` (`statefile`),
+        // not by the command line (upstream's `-loadstate`).
+        run.props.remove("vmstate");
         if let Some(m) = &forcemachine {
             run.props
                 .insert("machine".into(), force_machine(section.get("machine"), m));
         }
-        let (generated, tcg) = command_line(&n, vmid, &run, true)?;
+        let (mut generated, tcg) = command_line(&n, vmid, &run, true)?;
+        if let Some(cpu) = forcecpu {
+            if let Some(i) = generated.args.iter().position(|a| a == "-cpu") {
+                generated.args[i + 1] = cpu;
+            }
+        }
         let host = n.qemu();
         host.remove_files(vmid);
         write_plugs(&n, vmid, &section)?;

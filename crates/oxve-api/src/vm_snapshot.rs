@@ -17,6 +17,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A saved RAM state: its volume, `runningmachine` and `runningcpu`.
+type SavedState = (String, String, Option<String>);
+
 /// Keys a snapshot section does not copy from the main section.
 const NOT_IN_SNAPSHOT: &[&str] = &["lock", "snapstate"];
 /// Keys only a snapshot has; a rollback does not carry them over.
@@ -138,7 +141,7 @@ async fn volume_step(
 
 /// The storage for a snapshot's RAM state: `vmstatestorage`, else the
 /// first disk's storage, else `local` (as upstream).
-fn state_storage(section: &VmSection) -> String {
+pub(crate) fn state_storage(section: &VmSection) -> String {
     if let Some(s) = section.get("vmstatestorage") {
         return s.to_string();
     }
@@ -151,7 +154,12 @@ fn state_storage(section: &VmSection) -> String {
 
 /// Allocates the raw `vm-<vmid>-state-<name>` volume; returns its id
 /// and host path.
-fn alloc_state(node: &Node, vmid: u32, name: &str, section: &VmSection) -> ApiResult<String> {
+pub(crate) fn alloc_state(
+    node: &Node,
+    vmid: u32,
+    name: &str,
+    section: &VmSection,
+) -> ApiResult<String> {
     let storage = state_storage(section);
     let plugin = node.open_storage(&storage)?;
     plugin.activate()?;
@@ -175,7 +183,7 @@ fn alloc_state(node: &Node, vmid: u32, name: &str, section: &VmSection) -> ApiRe
     Ok(VolumeId::new(&storage, &volname).to_string())
 }
 
-fn volume_path(node: &Node, volid: &str) -> ApiResult<std::path::PathBuf> {
+pub(crate) fn volume_path(node: &Node, volid: &str) -> ApiResult<std::path::PathBuf> {
     let (plugin, volname) = open(node, volid)?;
     plugin.activate_volume(&volname)?;
     Ok(plugin.path(&volname)?)
@@ -241,9 +249,12 @@ pub async fn create(
                 n.update_vm(vmid, |conf| {
                     if let Some(snap) = conf.snapshots.get_mut(&nm) {
                         snap.props.remove("snapstate");
-                        if let Some((volid, machine)) = &state {
+                        if let Some((volid, machine, cpu)) = &state {
                             snap.props.insert("vmstate".into(), volid.clone());
                             snap.props.insert("runningmachine".into(), machine.clone());
+                            if let Some(cpu) = cpu {
+                                snap.props.insert("runningcpu".into(), cpu.clone());
+                            }
                         }
                     }
                     conf.main.props.insert("parent".into(), nm.clone());
@@ -280,7 +291,7 @@ async fn take(
     snap: &VmSection,
     with_state: bool,
     log: Log<'_>,
-) -> ApiResult<Option<(String, String)>> {
+) -> ApiResult<Option<SavedState>> {
     let vols = snap_volumes(snap);
     let mut qmp = match node.vm_pid(vmid) {
         Some(_) => Some(connect(node, vmid).await?),
@@ -297,7 +308,7 @@ async fn take(
         }
     }
     let mut done: Vec<&(String, String)> = Vec::new();
-    let mut result: ApiResult<Option<(String, String)>> = Ok(None);
+    let mut result: ApiResult<Option<SavedState>> = Ok(None);
     for vol in &vols {
         log(&format!("snapshotting 'drive-{}' ({})", vol.0, vol.1));
         match volume_step(node, qmp.as_mut(), &vol.0, &vol.1, name, false).await {
@@ -350,7 +361,7 @@ async fn save_state(
     snap: &VmSection,
     log: Log<'_>,
     volid: &mut Option<String>,
-) -> ApiResult<Option<(String, String)>> {
+) -> ApiResult<Option<SavedState>> {
     let n = node.clone();
     let generated = blocking(move || {
         let main = n.load_vm(vmid)?.conf.main;
@@ -358,6 +369,7 @@ async fn save_state(
     })
     .await?;
     let machine = vm_state::running_machine(qmp, &generated).await?;
+    let cpu = crate::vm_suspend::running_cpu(&generated);
     let (n, nm, s) = (node.clone(), name.to_string(), snap.clone());
     let id = blocking(move || alloc_state(&n, vmid, &nm, &s)).await?;
     *volid = Some(id.clone());
@@ -365,7 +377,7 @@ async fn save_state(
     let path = blocking(move || volume_path(&n, &i)).await?;
     log(&format!("saving VM state and RAM to '{id}'"));
     vm_state::save(qmp, &path, log).await?;
-    Ok(Some((id, machine)))
+    Ok(Some((id, machine, cpu)))
 }
 
 /// Rolls VM `vmid` back to snapshot `name`. A running VM is stopped
@@ -440,6 +452,8 @@ pub async fn rollback(
         let opts = StartOptions {
             statefile,
             forcemachine: snap.get("runningmachine").map(str::to_string),
+            forcecpu: snap.get("runningcpu").map(str::to_string),
+            allow_lock: None,
         };
         vm::start_with(node, vmid, opts, log).await?;
     }

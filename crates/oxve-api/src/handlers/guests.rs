@@ -160,7 +160,7 @@ async fn bulk(ctx: Ctx, worker: &str, action: &'static str, list: Vec<Guest>) ->
                         match (action, running) {
                             ("start", false) => {
                                 task.log(format!("Starting VM {vmid}"));
-                                crate::vm::start(&node, vmid, &log).await
+                                crate::vm_suspend::start(&node, vmid, &log).await
                             }
                             ("stop", true) => {
                                 task.log(format!("Stopping VM {vmid} (timeout = {down} seconds)"));

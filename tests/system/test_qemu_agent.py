@@ -150,7 +150,7 @@ def test_agent_commands(admin, nodename, agentnode, guest):
     upstream's, and a shutdown through the agent ends with the VM stopped."""
     ok(admin, nodename, admin.nodes(nodename).qemu.post(
         vmid=502, memory=256, agent=1, net0=f"virtio,bridge={BRIDGE}",
-        args=kernel_args(guest)))
+        scsi0="local:0.1,format=qcow2", args=kernel_args(guest)))
     mac = admin.nodes(nodename).qemu(502).config.get()["net0"].split(",")[0].split("=")[1]
     ok(admin, nodename, admin.nodes(nodename).qemu(502).status.start.post())
     slow = slow_admin(agentnode)
@@ -211,6 +211,19 @@ def test_agent_commands(admin, nodename, agentnode, guest):
     seen = vm.agent("file-read").get(file="/run/chpasswd.last")["content"]
     assert "root:$6$salt$hash" in seen and "-e" in seen.splitlines()[0], seen
     assert "s3cret-word" not in agentnode.log_path.read_text(errors="replace")
+
+    # A disk snapshot of the running VM freezes the guest's file systems
+    # through the agent around it, and thaws them (a frozen agent would
+    # refuse the commands after it).
+    upid = vm.snapshot.post(snapname="frozen")
+    ok(admin, nodename, upid)
+    log = [line["t"] for line in admin.nodes(nodename).tasks(upid).log.get(limit=0)]
+    steps = [next(i for i, line in enumerate(log) if line.startswith(step)) for step in (
+        "freezing guest filesystem", "froze ", "snapshotting 'drive-scsi0'", "thawing guest filesystem")]
+    assert steps == sorted(steps), log
+    assert vm.agent("fsfreeze-status").post()["result"] == "thawed"
+    assert vm.agent("get-host-name").get()["result"] == {"host-name": "oxve-guest"}
+    ok(admin, nodename, vm.snapshot("frozen").delete())
 
     # qm, as upstream's CLI prints the agent's answers.
     out = agentnode.cli("qm", "guest", "cmd", "502", "get-osinfo").stdout

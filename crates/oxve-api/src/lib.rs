@@ -28,6 +28,7 @@ pub mod vm;
 pub mod vm_clone;
 pub mod vm_cloudinit;
 pub mod vm_events;
+pub mod vm_freeze;
 pub mod vm_hotplug;
 pub mod vm_move;
 pub mod vm_snapshot;

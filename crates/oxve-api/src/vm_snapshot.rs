@@ -298,13 +298,20 @@ async fn take(
         None => None,
     };
     let mut was_running = false;
+    let mut frozen = None;
     if let Some(q) = qmp.as_mut() {
         was_running = q.status().await.map(|s| s.running).unwrap_or(false);
+        if was_running && !with_state {
+            // Consistent file systems on the disks (a RAM snapshot has the
+            // guest's caches anyway).
+            frozen = crate::vm_freeze::freeze(node, vmid, snap, log).await;
+        }
         if was_running {
             log("pausing the VM while its disks are snapshotted");
-            q.stop()
-                .await
-                .map_err(|e| ApiError::fail(format!("cannot pause the VM: {e}")))?;
+            if let Err(e) = q.stop().await {
+                crate::vm_freeze::thaw(frozen, log).await;
+                return Err(ApiError::fail(format!("cannot pause the VM: {e}")));
+            }
         }
     }
     let mut done: Vec<&(String, String)> = Vec::new();
@@ -329,6 +336,7 @@ async fn take(
             if let Err(e) = q.cont().await {
                 log(&format!("could not resume the VM: {e}"));
             }
+            crate::vm_freeze::thaw(frozen, log).await;
         } else if state_volid.is_some() {
             vm_state::reactivate(q).await;
         }

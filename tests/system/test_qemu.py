@@ -456,3 +456,54 @@ def test_vnc_console_over_websocket(admin, nodename, qemu):
     assert result != 0, "QEMU accepted a stale VNC password"
     ok(admin, nodename, vm.status.stop.post())
     ok(admin, nodename, vm.delete())
+
+
+def test_move_disk_to_another_vm(admin, nodename, qemu):
+    """move_disk with target-vmid hands a volume to another VM by renaming
+    it (data kept), drops it from the source's config and boot order; a
+    running target gets the disk hot-plugged; the refusals (both storage
+    and target-vmid, an occupied target key, a running source) change
+    nothing."""
+    images = qemu.root / "var/lib/vz/images"
+    ok(admin, nodename, admin.nodes(nodename).qemu.post(
+        vmid=209, memory=64, scsi0="local:0.01,format=qcow2", scsi1="local:0.01,format=raw",
+        boot="order=scsi0;scsi1"))
+    ok(admin, nodename, admin.nodes(nodename).qemu.post(vmid=210, memory=64, scsi3="local:0.01"))
+    ok(admin, nodename, admin.nodes(nodename).qemu.post(vmid=211, memory=64, scsihw="virtio-scsi-pci"))
+    src = admin.nodes(nodename).qemu(209)
+    raw = images / "209/vm-209-disk-1.raw"
+    raw.write_bytes(b"moved-to-210" + raw.read_bytes()[12:])
+    before = (src.config.get(), admin.nodes(nodename).qemu(210).config.get())
+
+    with pytest.raises(ResourceException) as e:
+        src.move_disk.post(disk="scsi1", storage="local", **{"target-vmid": 210})
+    assert e.value.status_code == 400 and "target-vmid" in str(e.value) and "storage" in str(e.value)
+    with pytest.raises(ResourceException, match="already in use"):
+        src.move_disk.post(disk="scsi1", **{"target-vmid": 210, "target-disk": "scsi3"})
+    assert (src.config.get(), admin.nodes(nodename).qemu(210).config.get()) == before
+    assert raw.exists()
+
+    ok(admin, nodename, src.move_disk.post(disk="scsi1", **{"target-vmid": 210, "target-disk": "scsi4"}))
+    conf = src.config.get()
+    assert "scsi1" not in conf and conf["boot"] == "order=scsi0", conf
+    tconf = admin.nodes(nodename).qemu(210).config.get()
+    assert tconf["scsi4"].startswith("local:210/vm-210-disk-1.raw,") and "size=" in tconf["scsi4"], tconf
+    assert not raw.exists()
+    assert (images / "210/vm-210-disk-1.raw").read_bytes()[:12] == b"moved-to-210"
+
+    # A running source keeps its disk; a running target hot-plugs it.
+    ok(admin, nodename, src.status.start.post())
+    with pytest.raises(ResourceException, match="while the source VM is running"):
+        src.move_disk.post(disk="scsi0", **{"target-vmid": 211})
+    ok(admin, nodename, src.status.stop.post())
+    ok(admin, nodename, admin.nodes(nodename).qemu(211).status.start.post())
+    ok(admin, nodename, src.move_disk.post(disk="scsi0", **{"target-vmid": 211, "target-disk": "scsi2"}))
+    t = admin.nodes(nodename).qemu(211)
+    assert t.config.get()["scsi2"].startswith("local:211/vm-211-disk-0.qcow2,")
+    assert "scsi2" not in {p["key"] for p in t.pending.get() if "pending" in p}
+    assert "drive-scsi2" in t.monitor.post(command="info block")
+    assert "scsi0" not in src.config.get() and "boot" not in src.config.get() or \
+        "scsi0" not in src.config.get().get("boot", "")
+    ok(admin, nodename, t.status.stop.post())
+    for vmid in (209, 210, 211):
+        ok(admin, nodename, admin.nodes(nodename).qemu(vmid).delete())

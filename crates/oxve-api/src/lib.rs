@@ -31,6 +31,7 @@ pub mod vm_events;
 pub mod vm_freeze;
 pub mod vm_hotplug;
 pub mod vm_move;
+pub mod vm_reassign;
 pub mod vm_snapshot;
 pub mod vm_state;
 pub mod vm_stats;

@@ -25,15 +25,23 @@ pub fn register(r: &mut Registry) {
 async fn move_disk(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let disk = ctx.str("disk")?.to_string();
-    if ctx.opt_int("target-vmid").is_some() || ctx.opt_str("target-disk").is_some() {
-        return Err(ApiError::not_implemented_msg(
-            "moving a disk to another VM (target-vmid/target-disk) is not built yet",
-        ));
+    let target_vmid = ctx
+        .opt_int("target-vmid")
+        .and_then(|v| u32::try_from(v).ok());
+    let storage = ctx.opt_str("storage").map(str::to_string);
+    match (&storage, target_vmid) {
+        (Some(_), Some(_)) => {
+            let msg = "either set 'storage' or 'target-vmid', but not both";
+            return Err(both_params(msg));
+        }
+        (None, None) => {
+            let msg = "both 'storage' and 'target-vmid' missing, either needs to be set";
+            return Err(both_params(msg));
+        }
+        (None, Some(target)) => return reassign(ctx, vmid, disk, target).await,
+        (Some(_), None) => {}
     }
-    let storage = ctx
-        .opt_str("storage")
-        .ok_or_else(|| ApiError::param("storage", "property is missing and it is not optional"))?
-        .to_string();
+    let storage = storage.unwrap_or_default();
     ctx.require_privs(
         &format!("/storage/{storage}"),
         &["Datastore.AllocateSpace"],
@@ -82,6 +90,60 @@ async fn move_disk(ctx: Ctx) -> ApiResult<Value> {
 }
 
 /// `+<size>` (grow by) or `<size>` (grow to) against `current` bytes.
+/// One error for both of `move_disk`'s alternatives.
+fn both_params(msg: &str) -> ApiError {
+    ApiError::params(
+        ["target-vmid", "storage"]
+            .into_iter()
+            .map(|k| (k.to_string(), msg.to_string()))
+            .collect(),
+    )
+}
+
+/// `move_disk` to another VM: the volume renamed to the target VM's
+/// (see `vm_reassign.rs`), both VMs locked meanwhile.
+async fn reassign(ctx: Ctx, vmid: u32, disk: String, target_vmid: u32) -> ApiResult<Value> {
+    // Upstream: the same privilege on the target VM, and space on the
+    // volume's storage.
+    ctx.require_privs(&format!("/vms/{target_vmid}"), &["VM.Config.Disk"], false)?;
+    let mv = crate::vm_reassign::Reassign {
+        vmid,
+        target_disk: ctx
+            .opt_str("target-disk")
+            .map(str::to_string)
+            .unwrap_or_else(|| disk.clone()),
+        disk,
+        target_vmid,
+        digest: ctx.opt_str("digest").map(str::to_string),
+        target_digest: ctx.opt_str("target-digest").map(str::to_string),
+    };
+    let volid = crate::vm_reassign::check(&ctx.node, &mv)?;
+    let storage = oxve_storage::VolumeId::parse(&volid)?.storage;
+    ctx.require_privs(
+        &format!("/storage/{storage}"),
+        &["Datastore.AllocateSpace"],
+        false,
+    )?;
+    let task_id = format!("{vmid}-{}>{target_vmid}-{}", mv.disk, mv.target_disk);
+    let node: Arc<Node> = ctx.node.clone();
+    let upid = ctx.node.tasks.spawn(
+        "qmmove",
+        Some(&task_id),
+        &ctx.caller.authid(),
+        move |task| async move {
+            // Always the lower id first: two opposite moves cannot deadlock.
+            let (a, b) = (vmid.min(target_vmid), vmid.max(target_vmid));
+            let _first = node.guest_locks.lock(a).await;
+            let _second = node.guest_locks.lock(b).await;
+            let log = move |l: &str| task.log(l);
+            crate::vm_reassign::run(&node, mv, &log)
+                .await
+                .map_err(|e| e.message)
+        },
+    )?;
+    Ok(json!(upid.to_string()))
+}
+
 fn new_size(current: u64, size: &str) -> ApiResult<u64> {
     let (grow, amount) = match size.strip_prefix('+') {
         Some(rest) => (true, rest),

@@ -289,3 +289,26 @@ def test_drive_dropped_while_running_is_freed_at_start(admin, nodename, qemu, gu
     assert "ide2" not in conf and not any(k.startswith("unused") for k in conf), conf
     assert not volume(qemu, 405).exists()
     ok(admin, nodename, v.status.stop.post())
+
+
+def test_hotplug_cloudinit_regenerates_the_running_drive(admin, nodename, qemu, guest, tmp_path):
+    """With `hotplug` listing `cloudinit`, a changed cloud-init value of a
+    running VM reaches its drive at once (nothing stays pending); without
+    it the drive keeps the old value until regenerated."""
+    create(admin, nodename, 403, guest, name="ci403", ciuser="first",
+           hotplug="network,disk,usb,cloudinit")
+    create(admin, nodename, 404, guest, name="ci404", ciuser="first")
+    for vmid in (403, 404):
+        ok(admin, nodename, vm(admin, nodename, vmid).status.start.post())
+        vm(admin, nodename, vmid).config.put(ciuser="second")
+    assert "user: second\n" in iso_file(iso_of(qemu, 403, tmp_path), "/user-data")
+    assert not [p for p in vm(admin, nodename, 403).cloudinit.get() if "pending" in p or "delete" in p]
+    assert "user: first\n" in iso_file(iso_of(qemu, 404, tmp_path), "/user-data")
+    pend = {p["key"]: p for p in vm(admin, nodename, 404).cloudinit.get()}
+    assert pend["ciuser"]["value"] == "first" and pend["ciuser"]["pending"] == "second", pend
+    # The medium is back in the running VM.
+    out = vm(admin, nodename, 403).monitor.post(command="info block")
+    assert "vm-403-cloudinit.qcow2" in out and "Attached to:      ide2" in out, out
+    for vmid in (403, 404):
+        ok(admin, nodename, vm(admin, nodename, vmid).status.stop.post())
+        ok(admin, nodename, vm(admin, nodename, vmid).delete())

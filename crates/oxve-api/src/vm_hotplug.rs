@@ -331,7 +331,7 @@ pub async fn apply_pending(node: &Arc<Node>, vmid: u32, log: Log<'_>) -> ApiResu
         })
         .collect();
     if todo.is_empty() {
-        return Ok(());
+        return cloudinit(node, vmid, hotplug.as_deref(), log).await;
     }
     let mut qmp = node
         .qemu()
@@ -388,6 +388,31 @@ pub async fn apply_pending(node: &Arc<Node>, vmid: u32, log: Log<'_>) -> ApiResu
             )),
             Err(e) => log(&format!("hotplug problem - {key}: {}", e.message)),
         }
+    }
+    cloudinit(node, vmid, hotplug.as_deref(), log).await
+}
+
+/// With `hotplug: cloudinit`, changed cloud-init values reach the running
+/// VM's drive at once (upstream's), as `PUT .../cloudinit` does.
+async fn cloudinit(
+    node: &Arc<Node>,
+    vmid: u32,
+    hotplug: Option<&str>,
+    log: Log<'_>,
+) -> ApiResult<()> {
+    if !allows(hotplug, "cloudinit") {
+        return Ok(());
+    }
+    let conf = node.load_vm(vmid)?.conf;
+    if !conf.special.contains_key("cloudinit") {
+        return Ok(());
+    }
+    let Some((key, _)) = crate::vm_cloudinit::drive(vmid, &conf.main) else {
+        return Ok(());
+    };
+    match crate::handlers::qemu_cloudinit::update_drive(node, vmid, &key).await {
+        Ok(()) => log(&format!("hotplug: cloud-init drive {key} regenerated")),
+        Err(e) => log(&format!("hotplug problem - cloudinit: {}", e.message)),
     }
     Ok(())
 }

@@ -7,11 +7,13 @@
 use super::qemu::vmid;
 use super::{Ctx, Registry};
 use crate::error::{ApiError, ApiResult};
+use crate::node::Node;
 use crate::reg;
 use crate::vm::check_unlocked;
 use crate::vm_cloudinit;
 use oxve_qemu::cloudinit::DumpKind;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn register(r: &mut Registry) {
@@ -38,6 +40,13 @@ async fn update(ctx: Ctx) -> ApiResult<Value> {
     let Some((key, _)) = vm_cloudinit::drive(vmid, &loaded.conf.main) else {
         return Ok(Value::Null);
     };
+    update_drive(&node, vmid, &key).await.map(|_| Value::Null)
+}
+
+/// Regenerates VM `vmid`'s cloud-init drive `key` from its config; a
+/// running VM's medium is taken out meanwhile and put back after. The
+/// caller holds the guest lock.
+pub async fn update_drive(node: &Arc<Node>, vmid: u32, key: &str) -> ApiResult<()> {
     let running = node.vm_pid(vmid).is_some();
     // QEMU holds the medium: take it out while the volume is rewritten.
     if running {
@@ -83,7 +92,7 @@ async fn update(ctx: Ctx) -> ApiResult<Value> {
             .await
             .map_err(|e| ApiError::fail(format!("cannot change the medium of {key}: {e}")))?;
     }
-    written.map(|_| Value::Null)
+    written.map(drop)
 }
 
 /// The path and format of the cloud-init volume of VM `vmid`.

@@ -507,3 +507,23 @@ def test_move_disk_to_another_vm(admin, nodename, qemu):
     ok(admin, nodename, t.status.stop.post())
     for vmid in (209, 210, 211):
         ok(admin, nodename, admin.nodes(nodename).qemu(vmid).delete())
+
+
+def test_qemu_capabilities(admin, nodename, qemu):
+    """The VM wizard's lists: machine types and versions of the installed
+    QEMU with their +pveN revisions (newest first), CPU models, VM flags."""
+    caps = admin.nodes(nodename).capabilities.qemu
+    assert {c["name"] for c in caps.get()} == {"cpu", "cpu-flags", "machines", "migration"}
+    machines = caps.machines.get()
+    ids = [m["id"] for m in machines]
+    help_text = subprocess.run(["qemu-system-x86_64", "-machine", "help"], capture_output=True,
+                               text=True, check=True).stdout
+    default = next(line.split()[0] for line in help_text.splitlines() if "(default)" in line)
+    assert default in ids and all(m["type"] in ("i440fx", "q35") for m in machines), ids
+    assert ids.index("pc-i440fx-9.2+pve1") < ids.index("pc-i440fx-9.2") < ids.index("pc-i440fx-9.1"), ids
+    assert {m["version"] for m in machines if m["id"] == "pc-q35-9.2+pve1"} == {"9.2+pve1"}
+    cpus = {c["name"]: c for c in caps.cpu.get()}
+    assert cpus["x86-64-v2-AES"]["vendor"] == "default" and cpus["EPYC"]["vendor"] == "AuthenticAMD"
+    assert cpus["host"]["custom"] in (0, False)
+    assert "md-clear" in {f["name"] for f in caps("cpu-flags").get()}
+    assert caps.migration.get() == {"has-dbus-vmstate": 0} or caps.migration.get() == {"has-dbus-vmstate": False}

@@ -259,9 +259,83 @@ pub fn host_env(node: &str, probe: &QemuProbe, storage: StorageConfig, paths: Pa
     }
 }
 
+/// A versioned machine type of the QEMU build (`pc-q35-10.0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineType {
+    /// The full name.
+    pub id: String,
+    /// `i440fx` or `q35`.
+    pub kind: &'static str,
+    /// `10.0`.
+    pub version: String,
+}
+
+/// The versioned i440fx and q35 machine types in `-machine help` output.
+pub fn parse_machine_types(text: &str) -> Vec<MachineType> {
+    text.lines()
+        .filter_map(|line| {
+            let id = line.split_whitespace().next()?;
+            let (kind, version) = if let Some(v) = id.strip_prefix("pc-i440fx-") {
+                ("i440fx", v)
+            } else if let Some(v) = id.strip_prefix("pc-q35-") {
+                ("q35", v)
+            } else {
+                return None;
+            };
+            Version::parse(version)?;
+            Some(MachineType {
+                id: id.to_string(),
+                kind,
+                version: version.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The versioned machine types `binary` offers (`-machine help`).
+pub fn machine_types(binary: &str) -> Result<Vec<MachineType>, String> {
+    let out = std::process::Command::new(binary)
+        .args(["-machine", "help"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {binary}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{binary} -machine help failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(parse_machine_types(&String::from_utf8_lossy(&out.stdout)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_types_from_help() {
+        let help = "Supported machines are:\n\
+            microvm              microvm (i386)\n\
+            pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-10.0)\n\
+            pc-i440fx-10.0       Standard PC (i440FX + PIIX, 1996) (default)\n\
+            pc-i440fx-2.12       Standard PC (i440FX + PIIX, 1996)\n\
+            q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-10.0)\n\
+            pc-q35-10.0          Standard PC (Q35 + ICH9, 2009)\n\
+            none                 empty machine\n";
+        let got = parse_machine_types(help);
+        let ids: Vec<(&str, &str, &str)> = got
+            .iter()
+            .map(|m| (m.id.as_str(), m.kind, m.version.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("pc-i440fx-10.0", "i440fx", "10.0"),
+                ("pc-i440fx-2.12", "i440fx", "2.12"),
+                ("pc-q35-10.0", "q35", "10.0"),
+            ]
+        );
+    }
 
     #[test]
     fn version_from_banner() {

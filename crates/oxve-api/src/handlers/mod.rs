@@ -30,6 +30,7 @@ pub mod pools;
 pub mod prune;
 pub mod qemu;
 pub mod qemu_agent;
+pub mod qemu_caps;
 pub mod qemu_cloudinit;
 pub mod qemu_console;
 pub mod qemu_disk;
@@ -82,6 +83,7 @@ impl Registry {
         lxc_status::register(&mut r);
         qemu::register(&mut r);
         qemu_status::register(&mut r);
+        qemu_caps::register(&mut r);
         qemu_disk::register(&mut r);
         qemu_console::register(&mut r);
         qemu_agent::register(&mut r);

@@ -30,6 +30,7 @@ pub mod vm_cloudinit;
 pub mod vm_events;
 pub mod vm_freeze;
 pub mod vm_hotplug;
+pub mod vm_import;
 pub mod vm_move;
 pub mod vm_reassign;
 pub mod vm_snapshot;

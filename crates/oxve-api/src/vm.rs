@@ -248,7 +248,8 @@ fn drive_opt<'a>(value: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// Allocates a new disk for drive `key` from its `storage:size` value;
+/// Allocates a new disk for drive `key` from its `storage:size` value
+/// (or imports one, `storage:0,import-from=...`, see `vm_import`);
 /// returns the volume id and the new drive value (`local:vm-100-disk-0.qcow2,
 /// ...,size=8G`).
 pub fn alloc_disk(
@@ -256,10 +257,14 @@ pub fn alloc_disk(
     vmid: u32,
     key: &str,
     value: &str,
+    log: &dyn Fn(&str),
 ) -> ApiResult<Option<(String, String)>> {
     let Some(file) = drive_file(value) else {
         return Ok(None);
     };
+    if crate::vm_import::import_from(value).is_some() {
+        return crate::vm_import::import_drive(node, vmid, key, value, log).map(Some);
+    }
     if crate::vm_cloudinit::new_drive_storage(file).is_some() {
         return crate::vm_cloudinit::alloc_drive(node, vmid, key, value).map(Some);
     }

@@ -180,7 +180,7 @@ fn cloudinit_volume(node: &Node, volid: &str, newid: u32) -> ApiResult<String> {
 
 /// Whether a new volume on `storage` reads as zeros (so `qemu-img` can
 /// skip writing them).
-fn zero_initialized(storage: &dyn StoragePlugin) -> bool {
+pub(crate) fn zero_initialized(storage: &dyn StoragePlugin) -> bool {
     let kind = storage.def().kind;
     kind.is_file_based()
         || matches!(
@@ -313,7 +313,7 @@ fn mirror_copy(
 /// `qemu-img convert` of `from` into the existing `to`, logging progress
 /// in 10 % steps.
 #[allow(clippy::too_many_arguments)]
-fn convert(
+pub(crate) fn convert(
     from: &std::path::Path,
     from_format: &str,
     snapshot: Option<&str>,

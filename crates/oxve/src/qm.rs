@@ -96,8 +96,8 @@ const COMMANDS: &[Command] = &[
     local("unlock", &["vmid"], &[], "Remove the VM's lock."),
     local("disk import", &["vmid", "source", "storage"], &[
         ("format", Some("<raw | qcow2 | vmdk>"), "format of the new volume"),
-        ("target-disk", Some("<drive>"), "the drive to import to (e.g. scsi1)"),
-    ], "Import a disk image file into a new volume of the VM."),
+        ("target-disk", Some("<drive>"), "the drive to import to (e.g. scsi1; default: the next unused<n>)"),
+    ], "Import a disk image file into a new volume of the VM (an unused disk unless --target-disk)."),
     api("disk move", &["vmid", "disk", "storage"], Verb::Post, "/nodes/{node}/qemu/{vmid}/move_disk", "Move a disk to another storage or VM."),
     local("disk rescan", &[], &[
         ("vmid", Some("<vmid>"), "only this VM"),

@@ -1,8 +1,9 @@
 //! The `qm` sub-commands that run on this node itself, as upstream's do:
 //! `showcmd` builds the command line from the node's store, `terminal`
 //! and `monitor` speak to the VM's own sockets under `run/oxve/qemu/`;
-//! `status`, `unlock`, `wait`, `guest exec` and `disk import` are made of
-//! API calls with some logic of their own around them.
+//! `status`, `unlock`, `wait` and `guest exec` are made of API calls with
+//! some logic of their own around them; `disk import` copies here (as
+//! upstream's) or through the API's `import-from`.
 
 use crate::cli::CliError;
 use crate::client;
@@ -501,9 +502,12 @@ fn guest_exec(
     Ok(())
 }
 
-/// `qm disk import`: the file becomes a new volume on `storage` attached
-/// as `target_disk`, through the API's `import-from` (as upstream's
-/// import does, the daemon copies it with `qemu-img convert`).
+/// `qm disk import` (`qm importdisk`), as upstream's: the image file
+/// becomes a new volume of the VM on `storage`. With `--target-disk
+/// <drive>` it goes through the API's `import-from` (a config update task
+/// of the daemon: the drive is attached, hot-plugged into a running VM);
+/// otherwise the copy runs here, as root, like upstream's, and the volume
+/// is added as `unused<n>` through the API (guarded by the config's digest).
 fn disk_import(
     root: &Path,
     vmid: u32,
@@ -512,31 +516,132 @@ fn disk_import(
     format: Option<&str>,
     target_disk: Option<&str>,
 ) -> Result<(), CliError> {
-    let Some(drive) = target_disk.filter(|d| oxve_schema::vmconfig::is_drive_key(d)) else {
-        return Err(api(
-            "importing to an unused disk is not implemented in oxve yet - give --target-disk <drive> (e.g. scsi1)",
-        ));
+    if let Some(f) = format.filter(|f| !["raw", "qcow2", "vmdk"].contains(f)) {
+        return Err(CliError::Usage(format!(
+            "format: value '{f}' does not have a value in the enumeration 'raw, qcow2, vmdk'"
+        )));
+    }
+    // As upstream: an `unused<n>` target means "the next unused entry".
+    let is_drive = |d: &str| oxve_schema::vmconfig::is_drive_key(d);
+    let is_unused = |d: &str| {
+        d.strip_prefix("unused")
+            .is_some_and(|n| n.parse::<u8>().is_ok())
     };
+    if let Some(t) = target_disk.filter(|t| !is_drive(t) && !is_unused(t)) {
+        return Err(CliError::Usage(format!(
+            "target-disk: '{t}' is neither a drive (e.g. scsi1) nor unused<n>"
+        )));
+    }
+    let drive = target_disk.filter(|d| is_drive(d));
+    let conf = current_config(root, vmid)?;
+    if let Some(lock) = conf.get("lock") {
+        return Err(api(format!("VM is locked ({})", client::scalar(lock))));
+    }
     let path = PathBuf::from(source);
     if !path.is_file() {
         return Err(api(format!("{source}: non-existent or non-regular file")));
     }
     let path = std::fs::canonicalize(&path).map_err(|e| api(format!("{source}: {e}")))?;
+    println!("importing disk '{source}' to VM {vmid} ...");
+    match drive {
+        Some(drive) => import_to_drive(root, vmid, &path, storage, format, drive),
+        None => import_unused(root, vmid, &path, storage, format),
+    }
+}
+
+/// The API way: `<drive>=<storage>:0,import-from=<path>` on the config.
+fn import_to_drive(
+    root: &Path,
+    vmid: u32,
+    path: &Path,
+    storage: &str,
+    format: Option<&str>,
+    drive: &str,
+) -> Result<(), CliError> {
+    let with_pending = client::call(root, "GET", &vm_path(vmid, "config"), &Map::new())?;
+    if with_pending.get(drive).is_some() {
+        return Err(api(format!(
+            "cowardly refusing to overwrite existing entry: {drive}"
+        )));
+    }
     let mut value = format!("{storage}:0,import-from={}", path.display());
     if let Some(f) = format {
         value.push_str(&format!(",format={f}"));
     }
-    println!("importing disk '{source}' to VM {vmid} ...");
     let mut params = Map::new();
     params.insert(drive.to_string(), json!(value));
     let data = client::call(root, "POST", &vm_path(vmid, "config"), &params)?;
     if let Some(upid) = data.as_str().filter(|s| s.starts_with("UPID:")) {
         client::follow_task(root, upid)?;
     }
-    let conf = current_config(root, vmid)?;
+    let conf = client::call(root, "GET", &vm_path(vmid, "config"), &Map::new())?;
     let volume = conf.get(drive).map(client::scalar).unwrap_or_default();
     println!("{drive}: successfully imported disk '{volume}'");
     Ok(())
+}
+
+/// How often adding the `unused<n>` entry is retried when the config
+/// changed under it.
+const UNUSED_ATTEMPTS: usize = 5;
+
+/// The local way: the copy here, then `unused<n>` through the API; the
+/// new volume is freed again when that fails.
+fn import_unused(
+    root: &Path,
+    vmid: u32,
+    path: &Path,
+    storage: &str,
+    format: Option<&str>,
+) -> Result<(), CliError> {
+    let volid = oxve_api::vm_import::import_file_at(root, vmid, path, storage, format, &|l| {
+        println!("{l}")
+    })
+    .map_err(|e| api(e.message))?;
+    let added = add_unused(root, vmid, &volid);
+    match added {
+        Ok(key) => {
+            println!("{key}: successfully imported disk '{volid}'");
+            Ok(())
+        }
+        Err(e) => {
+            let freed = oxve_api::storage::open_storage_at(root, storage).and_then(|p| {
+                let name = &volid[storage.len() + 1..];
+                p.free_image(name).map_err(oxve_api::ApiError::from)
+            });
+            if let Err(f) = freed {
+                eprintln!("cleanup of {volid} failed: {}", f.message);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Adds `volid` as the VM's first free `unused<n>`; returns that key.
+fn add_unused(root: &Path, vmid: u32, volid: &str) -> Result<String, CliError> {
+    for _ in 0..UNUSED_ATTEMPTS {
+        let conf = client::call(root, "GET", &vm_path(vmid, "config"), &Map::new())?;
+        let current = current_config(root, vmid)?;
+        if let Some(lock) = current.get("lock") {
+            return Err(api(format!("VM is locked ({})", client::scalar(lock))));
+        }
+        let key = (0..)
+            .map(|i| format!("unused{i}"))
+            .find(|k| conf.get(k).is_none() && current.get(k).is_none())
+            .unwrap_or_default();
+        let mut params = Map::new();
+        params.insert(key.clone(), json!(volid));
+        if let Some(d) = current.get("digest") {
+            params.insert("digest".into(), d.clone());
+        }
+        match client::call(root, "PUT", &vm_path(vmid, "config"), &params) {
+            Ok(_) => return Ok(key),
+            Err(CliError::Api(m)) if m.contains("detected modified configuration") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(api(format!(
+        "could not add {volid} to VM {vmid}: its configuration kept changing"
+    )))
 }
 
 #[cfg(test)]

@@ -209,10 +209,8 @@ fn check_drive(ctx: &Ctx, key: &str, value: &str) -> ApiResult<()> {
     let Some(file) = drive_file(value) else {
         return Err(ApiError::param(key, "missing volume"));
     };
-    if value.split(',').any(|p| p.starts_with("import-from=")) {
-        return Err(ApiError::not_implemented_msg(
-            "import-from is not built yet",
-        ));
+    if crate::vm_import::import_from(value).is_some() {
+        return crate::vm_import::check_drive(ctx, key, value);
     }
     if file == "none" || file == "cdrom" {
         return Ok(());
@@ -414,7 +412,7 @@ fn create_blocking(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (key, value) in drives {
-            if let Some((volid, new)) = vm::alloc_disk(node, vmid, &key, &value)? {
+            if let Some((volid, new)) = vm::alloc_disk(node, vmid, &key, &value, log)? {
                 log(&format!("{key}: allocated volume '{volid}'"));
                 allocated.push(volid);
                 section.props.insert(key, new);
@@ -606,7 +604,7 @@ fn apply_update(node: &Node, vmid: u32, up: Update, log: &dyn Fn(&str)) -> ApiRe
     let mut allocated = Vec::new();
     let alloc: ApiResult<()> = (|| {
         for (key, value) in changes.iter_mut().filter(|(k, _)| is_drive_key(k)) {
-            if let Some((volid, new)) = vm::alloc_disk(node, vmid, key, value)? {
+            if let Some((volid, new)) = vm::alloc_disk(node, vmid, key, value, log)? {
                 log(&format!("{key}: allocated volume '{volid}'"));
                 allocated.push(volid);
                 *value = new;
@@ -665,7 +663,11 @@ fn apply_changes(
         conf.remove_pending_delete(key);
     }
     for (key, value) in changes {
-        let live = LIVE_KEYS.contains(&key.as_str()) || crate::vm_cloudinit::is_option(key);
+        // An `unused<n>` entry does not touch the running VM (as deleting
+        // one does not): `qm disk import` adds one at once, as upstream's.
+        let live = LIVE_KEYS.contains(&key.as_str())
+            || key.starts_with("unused")
+            || crate::vm_cloudinit::is_option(key);
         if running && !live {
             conf.pending.props.insert(key.clone(), value.clone());
             conf.remove_pending_delete(key);

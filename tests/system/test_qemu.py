@@ -6,6 +6,7 @@ namespace, never the host's."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -454,6 +455,32 @@ def test_vnc_console_over_websocket(admin, nodename, qemu):
                                  else "wrong!!!")
     ws.close()
     assert result != 0, "QEMU accepted a stale VNC password"
+
+    # `qm vncproxy`: the VNC server on stdin/stdout, with the password
+    # from LC_PVE_TICKET; without one it refuses.
+    r = qemu.cli("qm", "vncproxy", "208", check=False)
+    assert r.returncode != 0 and "LC_PVE_TICKET not set" in r.stderr, r
+    env = dict(os.environ, OXVE_ROOT=str(qemu.root), LC_PVE_TICKET="qm-pass1")
+    proc = subprocess.Popen([str(qemu.binary), "qm", "vncproxy", "208"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        def read(n):
+            data = b""
+            while len(data) < n:
+                chunk = proc.stdout.read1(n - len(data))
+                assert chunk, "qm vncproxy closed"
+                data += chunk
+            return data
+
+        assert read(12) == b"RFB 003.008\n"
+        proc.stdin.write(b"RFB 003.008\n"); proc.stdin.flush()
+        assert 2 in read(read(1)[0])
+        proc.stdin.write(b"\x02"); proc.stdin.flush()
+        proc.stdin.write(vnc_response("qm-pass1", read(16))); proc.stdin.flush()
+        assert struct.unpack(">I", read(4))[0] == 0, "QEMU refused qm vncproxy's password"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
     ok(admin, nodename, vm.status.stop.post())
     ok(admin, nodename, vm.delete())
 

@@ -106,6 +106,7 @@ const COMMANDS: &[Command] = &[
     api("disk resize", &["vmid", "disk", "size"], Verb::Put, "/nodes/{node}/qemu/{vmid}/resize", "Grow a disk (size: absolute, or +size to add)."),
     api("disk unlink", &["vmid"], Verb::Put, "/nodes/{node}/qemu/{vmid}/unlink", "Detach (and with --force delete) disks."),
     local("monitor", &["vmid"], &[], "QEMU's human monitor (HMP) of a running VM: one command per line, 'quit' ends."),
+    local("vncproxy", &["vmid"], &[], "Proxy the VM's VNC server on stdin/stdout (the VNC password comes in LC_PVE_TICKET)."),
     api("guest cmd", &["vmid", "command"], Verb::Post, "/nodes/{node}/qemu/{vmid}/agent", "Run a guest agent command."),
     local("guest exec", &["vmid", "extra-args"], &[
         ("synchronous", None, "wait for the command to end (default 1)"),

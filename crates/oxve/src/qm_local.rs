@@ -84,6 +84,7 @@ pub fn run(
             opt("escape").as_deref(),
         ),
         "monitor" => monitor(root, vmid),
+        "vncproxy" => vncproxy(root, vmid),
         "guest exec" => guest_exec(
             root,
             vmid,
@@ -426,6 +427,48 @@ fn monitor(root: &Path, vmid: u32) -> Result<(), CliError> {
             Err(e) => println!("ERROR: {e}"),
         }
     }
+}
+
+/// `qm vncproxy`: the VM's VNC server on stdin/stdout, for a VNC client
+/// that authenticates with the password in `LC_PVE_TICKET` (set on QEMU
+/// here and valid for 30 s, as upstream's).
+fn vncproxy(root: &Path, vmid: u32) -> Result<(), CliError> {
+    let password = std::env::var("LC_PVE_TICKET")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| api("LC_PVE_TICKET not set, VNC proxy without password is forbidden"))?;
+    current_config(root, vmid)?;
+    let host = QemuHost::new(root.join("run/oxve/qemu"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| api(format!("cannot start runtime: {e}")))?;
+    rt.block_on(async {
+        let mut qmp = Qmp::connect(&host.qmp_socket(vmid), HMP_TIMEOUT)
+            .await
+            .map_err(|_| format!("VM {vmid} not running"))?;
+        for (command, args) in [
+            (
+                "set_password",
+                json!({"protocol": "vnc", "password": password}),
+            ),
+            ("expire_password", json!({"protocol": "vnc", "time": "+30"})),
+        ] {
+            qmp.execute_within(command, Some(args), HMP_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })
+    .map_err(api)?;
+    let socket = host.vnc_socket(vmid);
+    let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
+        api(format!(
+            "unable to connect to socket '{}' - {e}",
+            socket.display()
+        ))
+    })?;
+    relay(stream, 0).map_err(|e| api(format!("vnc proxy: {e}")))
 }
 
 /// One HMP command through QMP's `human-monitor-command`.

@@ -42,4 +42,14 @@ pub mod vnc;
 pub mod websocket;
 
 pub use error::{ApiError, ApiResult};
+
+/// Runs blocking work (config store, storages, external tools) off the
+/// async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::fail(format!("worker failed: {e}")))?
+}
 pub use node::{Node, NodeOptions};

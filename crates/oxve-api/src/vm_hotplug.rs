@@ -6,6 +6,7 @@
 //! config with the change applied. What cannot be plugged stays in
 //! `[PENDING]` and the task log says why.
 
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::node::Node;
 use crate::vm::{self, is_cdrom};
@@ -38,14 +39,6 @@ fn kind(key: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::fail(e.to_string()))?
 }
 
 fn fail(what: &str) -> impl Fn(oxve_qemu::qmp::QmpError) -> ApiError + '_ {

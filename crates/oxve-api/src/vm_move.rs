@@ -4,6 +4,7 @@
 //! same mirror, cancelled once in step instead of switched, copies the
 //! disks of a running VM for a full clone.
 
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::guest_volumes::open;
 use crate::node::Node;
@@ -17,14 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 type Log<'a> = &'a (dyn Fn(&str) + Sync);
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::fail(e.to_string()))?
-}
 
 fn qmp_err(what: &'static str) -> impl Fn(oxve_qemu::qmp::QmpError) -> ApiError {
     move |e| ApiError::fail(format!("{what}: {e}"))

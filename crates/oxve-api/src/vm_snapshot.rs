@@ -5,6 +5,7 @@
 //! in a `vm-<vmid>-state-<snap>` volume. Every step that fails undoes
 //! what it did and says so.
 
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::guest_volumes::{open, reparent};
 use crate::node::Node;
@@ -78,14 +79,6 @@ fn method(node: &Node, key: &str, volid: &str) -> ApiResult<Method> {
 /// Whether `volid` can be snapshotted (the `snapshot` feature).
 pub fn snapshot_possible(node: &Node, volid: &str) -> bool {
     method(node, "", volid).is_ok()
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::fail(e.to_string()))?
 }
 
 async fn connect(node: &Node, vmid: u32) -> ApiResult<Qmp> {

@@ -8,6 +8,7 @@
 //! A failed suspend resumes the VM and removes what it wrote (upstream
 //! leaves `lock: suspending` behind instead).
 
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::node::Node;
 use crate::vm::{self, check_unlocked, StartOptions};
@@ -24,14 +25,6 @@ const STATE_KEYS: &[&str] = &["vmstate", "runningmachine", "runningcpu"];
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Log<'a> = &'a (dyn Fn(&str) + Sync);
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::fail(e.to_string()))?
-}
 
 /// Whether VM config `main` is suspended to disk (a start resumes it).
 pub fn is_suspended(main: &VmSection) -> bool {

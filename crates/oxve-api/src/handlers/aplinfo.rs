@@ -8,9 +8,9 @@
 //! temporary file, verified against the index's checksum, then linked into
 //! place — so a failure leaves nothing on the storage.
 
-use super::node_storage::blocking;
 use super::transfer::{fetch, finish, hasher, temp_beside, Expected};
 use super::{Ctx, Registry};
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use oxve_storage::aplinfo::{self, Appliance, Checksum};

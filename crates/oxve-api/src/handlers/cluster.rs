@@ -95,7 +95,7 @@ async fn resources(ctx: Ctx) -> ApiResult<Value> {
             })
             .collect();
         let node = ctx.node.clone();
-        let storages = super::node_storage::blocking(move || {
+        let storages = crate::blocking(move || {
             Ok(defs
                 .iter()
                 .map(|d| {
@@ -133,7 +133,7 @@ async fn resources(ctx: Ctx) -> ApiResult<Value> {
         };
         let node = ctx.node.clone();
         let pools = ctx.node.users()?;
-        let guests = super::node_storage::blocking(move || {
+        let guests = crate::blocking(move || {
             let entries = cts
                 .into_iter()
                 .filter_map(|id| {

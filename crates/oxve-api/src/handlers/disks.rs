@@ -2,8 +2,8 @@
 //! list and S.M.A.R.T. data, from `oxve-disks` on the real host. The
 //! permission rules (Sys.Audit) come from the schema.
 
-use super::node_storage::blocking;
 use super::{Ctx, Registry};
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use oxve_disks::{get_smart_data, list_disks, verify_blockdev_path, Disk, ListOptions, SysHost};

@@ -98,7 +98,7 @@ async fn index(ctx: Ctx) -> ApiResult<Value> {
         .into_iter()
         .filter(|id| ctx.has_privs(&format!("/vms/{id}"), &["VM.Audit"], false))
         .collect();
-    super::node_storage::blocking(move || {
+    crate::blocking(move || {
         Ok(Value::Array(
             ids.into_iter()
                 .filter_map(|id| list_entry(&node, id).ok())
@@ -564,7 +564,7 @@ async fn set_config(ctx: Ctx) -> ApiResult<Value> {
     let digest = ctx.opt_str("digest").map(str::to_string);
     let node = ctx.node.clone();
     let _guard = ctx.node.guest_locks.lock(vmid).await;
-    super::node_storage::blocking(move || {
+    crate::blocking(move || {
         let loaded = node.load_ct(vmid)?;
         if let Some(d) = &digest {
             if *d != loaded.digest {

@@ -247,11 +247,9 @@ async fn template(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let node = ctx.node.clone();
     let _guard = ctx.node.guest_locks.lock(vmid).await;
-    super::node_storage::blocking(move || {
-        ct_snapshot::template(&node, vmid, &|l| tracing::info!("{l}"))
-    })
-    .await
-    .map(|_| Value::Null)
+    crate::blocking(move || ct_snapshot::template(&node, vmid, &|l| tracing::info!("{l}")))
+        .await
+        .map(|_| Value::Null)
 }
 
 async fn clone(ctx: Ctx) -> ApiResult<Value> {

@@ -82,7 +82,7 @@ async fn interfaces(ctx: Ctx) -> ApiResult<Value> {
 async fn current(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let node = ctx.node.clone();
-    super::node_storage::blocking(move || {
+    crate::blocking(move || {
         let mut v = list_entry(&node, vmid)?;
         v["ha"] = json!({"managed": 0});
         Ok(v)

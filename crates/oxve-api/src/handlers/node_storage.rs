@@ -2,6 +2,7 @@
 //! content listing, allocation, volume attributes and deletion.
 
 use super::{Ctx, Registry};
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use oxve_storage::plugin::PathSuffix;
@@ -17,15 +18,6 @@ pub fn register(r: &mut Registry) {
     reg!(r, GET "/nodes/{node}/storage/{storage}/content/{volume}" => info);
     reg!(r, PUT "/nodes/{node}/storage/{storage}/content/{volume}" => set_attributes);
     reg!(r, DELETE "/nodes/{node}/storage/{storage}/content/{volume}" => delete);
-}
-
-/// Runs blocking storage work (tools, file I/O) off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::fail(format!("storage worker failed: {e}")))?
 }
 
 /// The status entry of one storage, as `GET /nodes/{node}/storage` shows it.

@@ -2,8 +2,8 @@
 //! retention options keep (GET, a dry run) and removing the rest (DELETE,
 //! a `prunebackups` task). The rules live in `oxve_storage::prune`.
 
-use super::node_storage::blocking;
 use super::{Ctx, Registry};
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use oxve_storage::prune::{self, Level, PruneEntry, PruneOptions};

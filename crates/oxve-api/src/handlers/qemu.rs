@@ -132,7 +132,7 @@ async fn index(ctx: Ctx) -> ApiResult<Value> {
         .into_iter()
         .filter(|id| ctx.has_privs(&format!("/vms/{id}"), &["VM.Audit"], false))
         .collect();
-    super::node_storage::blocking(move || {
+    crate::blocking(move || {
         Ok(Value::Array(
             ids.into_iter()
                 .filter_map(|id| list_entry(&node, id).ok())
@@ -736,7 +736,7 @@ pub async fn set_config_sync(ctx: Ctx) -> ApiResult<Value> {
     let up = parse_update(&ctx, vmid)?;
     let node = ctx.node.clone();
     let _guard = ctx.node.guest_locks.lock(vmid).await;
-    super::node_storage::blocking(move || {
+    crate::blocking(move || {
         apply_update(&node, vmid, up, &|l| tracing::info!(vmid, "{l}"))?;
         Ok(Value::Null)
     })

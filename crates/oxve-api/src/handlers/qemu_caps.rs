@@ -109,7 +109,7 @@ async fn cpu_flags(ctx: Ctx) -> ApiResult<Value> {
 
 async fn machines(ctx: Ctx) -> ApiResult<Value> {
     check_arch(&ctx)?;
-    let types = super::node_storage::blocking(|| {
+    let types = crate::blocking(|| {
         oxve_qemu::probe::machine_types(oxve_qemu::probe::QEMU_X86_64)
             .map_err(|e| ApiError::fail(format!("could not load supported machine versions - {e}")))
     })

@@ -66,7 +66,7 @@ pub async fn update_drive(node: &Arc<Node>, vmid: u32, key: &str) -> ApiResult<(
             .await;
     }
     let n = node.clone();
-    let written = super::node_storage::blocking(move || {
+    let written = crate::blocking(move || {
         vm_cloudinit::regenerate(&n, vmid, &|l| tracing::info!(vmid, "{l}"))
     })
     .await;
@@ -80,7 +80,7 @@ pub async fn update_drive(node: &Arc<Node>, vmid: u32, key: &str) -> ApiResult<(
         let n = node.clone();
         let (path, format) = match &written {
             Ok(Some((_, path, format))) => (path.clone(), format.clone()),
-            _ => super::node_storage::blocking(move || medium_of(&n, vmid)).await?,
+            _ => crate::blocking(move || medium_of(&n, vmid)).await?,
         };
         let args = json!({
             "id": key,
@@ -118,7 +118,7 @@ async fn dump(ctx: Ctx) -> ApiResult<Value> {
     };
     let mask = !ctx.has_privs(&format!("/vms/{vmid}"), &["VM.Config.Cloudinit"], false);
     let node = ctx.node.clone();
-    super::node_storage::blocking(move || {
+    crate::blocking(move || {
         let section = node.load_vm(vmid)?.conf.main;
         vm_cloudinit::dump(&node, vmid, &section, kind, mask).map(Value::String)
     })

@@ -206,7 +206,7 @@ async fn feature(ctx: Ctx) -> ApiResult<Value> {
         None => conf.main,
     };
     let node = ctx.node.clone();
-    let has = super::node_storage::blocking(move || {
+    let has = crate::blocking(move || {
         let template = section.get("template") == Some("1");
         let mut has = true;
         for (_, volid) in vm_snapshot::snap_volumes(&section) {

@@ -32,7 +32,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 async fn current(ctx: Ctx) -> ApiResult<Value> {
     let vmid = vmid(&ctx)?;
     let node = ctx.node.clone();
-    let mut v = super::node_storage::blocking(move || list_entry(&node, vmid)).await?;
+    let mut v = crate::blocking(move || list_entry(&node, vmid)).await?;
     v["ha"] = json!({"managed": 0});
     let conf = ctx.node.load_vm(vmid)?.conf.main;
     if conf

@@ -5,8 +5,8 @@
 //! `scan/pbs` has no handler: oxve does not drive Proxmox Backup Server
 //! storages, so it answers 501.
 
-use super::node_storage::blocking;
 use super::{Ctx, Registry};
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use oxve_storage::exec::SystemRunner;

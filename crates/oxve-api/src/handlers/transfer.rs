@@ -4,8 +4,8 @@
 //! A file is written under a hidden temporary name and renamed into place
 //! only when complete and verified, so a failure leaves nothing behind.
 
-use super::node_storage::blocking;
 use super::{Ctx, Registry};
+use crate::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::reg;
 use bytes::Bytes;

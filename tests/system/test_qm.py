@@ -229,3 +229,29 @@ def test_daemon_errors_in_one_line(vmnode):
             assert err, args
     finally:
         qm(node, "destroy", "301")
+
+
+def test_disk_rescan(node):
+    """`qm disk rescan` sets a drive's size to its volume's real size and
+    adds the VM's volumes no config names as unused; --dryrun only says so."""
+    qm(node, "create", "302", "--memory", "64", "--scsi0", "local:0.01,format=raw")
+    images = node.root / "var/lib/vz/images/302"
+    subprocess.run(["qemu-img", "resize", "-f", "raw", str(images / "vm-302-disk-0.raw"), "32M"],
+                   check=True, capture_output=True)
+    node.cli("pvesm", "alloc", "local", "302", "vm-302-disk-7.qcow2", "4M")
+    before = config_lines(node, 302)
+    out = qm(node, "disk", "rescan", "--vmid", "302", "--dryrun", "1").stdout
+    assert "dry-run" in out
+    assert "VM 302 (scsi0): size of disk 'local:302/vm-302-disk-0.raw' updated from 10M to 32M" in out, out
+    assert "VM 302: add unreferenced volume 'local:302/vm-302-disk-7.qcow2' as 'unused0' to config" in out
+    assert config_lines(node, 302) == before
+    out = qm(node, "rescan", "--vmid", "302").stdout
+    assert "as 'unused0'" in out, out
+    lines = config_lines(node, 302)
+    assert "unused0: local:302/vm-302-disk-7.qcow2" in lines, lines
+    assert any(line.startswith("scsi0: local:302/vm-302-disk-0.raw") and line.endswith("size=32M")
+               for line in lines), lines
+    # Nothing left to do.
+    out = qm(node, "disk", "rescan").stdout
+    assert "updated" not in out and "unreferenced" not in out, out
+    qm(node, "destroy", "302")

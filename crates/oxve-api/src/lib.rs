@@ -33,6 +33,7 @@ pub mod vm_hotplug;
 pub mod vm_import;
 pub mod vm_move;
 pub mod vm_reassign;
+pub mod vm_rescan;
 pub mod vm_snapshot;
 pub mod vm_state;
 pub mod vm_stats;

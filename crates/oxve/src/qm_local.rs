@@ -54,9 +54,11 @@ pub fn run(
             .transpose()
     };
     if name == "disk rescan" {
-        return Err(api(
-            "qm disk rescan is not implemented in oxve yet (no API method does it)",
-        ));
+        let only = match opt("vmid") {
+            Some(v) => Some(vmid_arg(name, &v)?),
+            None => None,
+        };
+        return rescan(root, only, flag("dryrun")?.unwrap_or(false));
     }
     let vmid = vmid_arg(name, &positional[0])?;
     match name {
@@ -103,6 +105,44 @@ pub fn run(
         ),
         _ => Err(CliError::Usage(format!("unknown command 'qm {name}'"))),
     }
+}
+
+/// `qm disk rescan`: the node's VMs (or `only`) from the daemon, then
+/// the configs updated from the storages in this process (see
+/// `oxve_api::vm_rescan`).
+fn rescan(root: &Path, only: Option<u32>, dryrun: bool) -> Result<(), CliError> {
+    let nodes = client::call(root, "GET", "/nodes", &Map::new())?;
+    let node = nodes
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find_map(|n| n.get("node").and_then(Value::as_str))
+        })
+        .ok_or_else(|| api("cannot find this node's name"))?
+        .to_string();
+    let vmids: Vec<u32> = match only {
+        Some(id) => {
+            current_config(root, id)?;
+            vec![id]
+        }
+        None => {
+            let list = client::call(root, "GET", &format!("/nodes/{NODE}/qemu"), &Map::new())?;
+            let mut ids: Vec<u32> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|vm| vm.get("vmid").and_then(Value::as_u64))
+                .filter_map(|id| u32::try_from(id).ok())
+                .collect();
+            ids.sort_unstable();
+            ids
+        }
+    };
+    if dryrun {
+        println!("NOTE: running in dry-run mode, won't write changes out!");
+    }
+    oxve_api::vm_rescan::rescan_at(root, &node, &vmids, dryrun, &mut |line| println!("{line}"))
+        .map_err(|e| api(e.message))
 }
 
 fn api(message: impl Into<String>) -> CliError {

@@ -198,7 +198,10 @@ fn update_retries_and_keeps_unchanged() {
 #[test]
 fn locks_expire_and_renew() {
     let (_d, s) = store();
-    let ttl = Duration::from_millis(200);
+    // Long enough that no step of a loaded machine outlives it; only the
+    // expiry step uses a short one.
+    let ttl = Duration::from_secs(60);
+    let short = Duration::from_millis(100);
     assert!(s.lock("vmid-100", "a", ttl).unwrap());
     assert!(s.lock("vmid-100", "a", ttl).unwrap(), "renew by owner");
     assert!(!s.lock("vmid-100", "b", ttl).unwrap());
@@ -206,6 +209,7 @@ fn locks_expire_and_renew() {
         !s.unlock("vmid-100", "b").unwrap(),
         "only the owner unlocks"
     );
+    assert!(s.lock("vmid-100", "a", short).unwrap(), "renew, shorter");
     std::thread::sleep(Duration::from_millis(300));
     assert!(s.lock("vmid-100", "b", ttl).unwrap(), "expired: taken over");
     assert!(!s.lock("vmid-100", "a", ttl).unwrap());

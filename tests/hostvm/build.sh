@@ -134,6 +134,7 @@ cat >"$root/etc/apt/sources.list" <<EOF
 deb $mirror $suite main
 deb $mirror $suite-updates main
 deb ${mirror}-security $suite-security main
+deb $mirror $suite-backports main
 EOF
 printf 'APT::Install-Recommends "0";\nAPT::Install-Suggests "0";\n' \
   >"$root/etc/apt/apt.conf.d/90oxve-hostvm"
@@ -152,13 +153,20 @@ packages=(
   nfs-common nfs-kernel-server rpcbind
   cifs-utils samba smbclient
   open-iscsi tgt
-  btrfs-progs qemu-utils e2fsprogs util-linux mount procps iproute2
+  btrfs-progs e2fsprogs util-linux mount procps iproute2
   python3 ca-certificates
   lxc apparmor
 )
+# VMs, with the QEMU the host runs: 10.0 from backports, installed as on the
+# host (-t: what it pulls in comes from backports where that has a version,
+# e.g. seabios; the packages above stay bookworm's). Debian's seabios and
+# ipxe-qemu give the BIOS, VGA and NIC ROMs.
+qemu_packages=(qemu-system-x86 qemu-utils)
 say "installing ${packages[*]}"
 in_chroot apt-get update -qq >&2
 in_chroot nice -n 10 apt-get install -y -qq "${packages[@]}" >&2
+say "installing ${qemu_packages[*]} from $suite-backports"
+in_chroot nice -n 10 apt-get install -y -qq -t "$suite-backports" "${qemu_packages[@]}" >&2
 in_chroot apt-get autoclean -qq >&2
 # shellcheck disable=SC2016 # a dpkg-query format
 in_chroot dpkg-query -W -f='${Package} ${Version}\n' >"$work/packages.txt"
@@ -242,6 +250,8 @@ for m in "$root"/usr/lib/modules/*; do
   in_chroot depmod "${m##*/}"
 done
 find "$root/var/log" -type f -delete
+# oxve runs only qemu-system-x86_64: the i386 and microvm builds go (~36 MB).
+rm -f "${root:?}"/usr/bin/qemu-system-{i386,x86_64-microvm}
 
 # --- root filesystem image ----------------------------------------------------
 # mkfs.ext4 -d copies the tree without a loop mount. 8 GiB apparent size for

@@ -77,6 +77,8 @@ mnt configfs configfs /sys/kernel/config
 # Opening this node loads btrfs (as systemd-tmpfiles' static nodes would allow);
 # without it mkfs.btrfs and `btrfs device scan` cannot register devices.
 [ -e /dev/btrfs-control ] || mknod /dev/btrfs-control c 10 234
+# The same for tun (QEMU opens /dev/net/tun for a VM's NICs).
+[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
 
 # udev gives /dev/disk/by-id (used for iSCSI LUNs) and LVM's device handling
 # the same shape as on a real node. Coldplug only block devices: triggering

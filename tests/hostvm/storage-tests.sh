@@ -36,6 +36,15 @@ for line in sys.stdin:
         print(m["executable"])')
   fi
   [ -x "$plugin_test" ] || { echo "storage-tests: no hostvm_plugins test binary" >&2; exit 1; }
+  # Private copies of the binaries: the VM reads a shared file's pages over
+  # 9p as it needs them, so a rebuild on the host while the VM runs changes
+  # the binary under the processes the tests start from it, which then crash
+  # (a VM's bridge hook segfaulting at a random address).
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/oxve-storage-tests.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  cp "$bin" "$stage/oxve"
+  cp "$plugin_test" "$stage/hostvm_plugins"
+  bin=$stage/oxve plugin_test=$stage/hostvm_plugins
   # The system tests' Python packages for the VM's own python3 (the host's
   # venv may belong to another Python build), keyed by requirements.txt.
   req=tests/system/requirements.txt
@@ -48,16 +57,18 @@ for line in sys.stdin:
   # The busybox container template (cached; the VM has no network to build it).
   templates=$(tests/lxc/build-templates.sh --only busybox | tail -n1)
   shares=(--share "$repo")
-  for d in "$(dirname "$bin")" "$(dirname "$plugin_test")" "$pydir" "$templates"; do
+  for d in "$stage" "$pydir" "$templates"; do
     case $d in "$repo" | "$repo"/*) ;; *) shares+=(--share "$d") ;; esac
   done
   if [ -d "$repo/../shared" ]; then shares+=(--share "$(cd "$repo/../shared" && pwd)"); fi
-  exec "$here/run.sh" "${shares[@]}" --cwd "$repo" \
+  rc=0
+  "$here/run.sh" "${shares[@]}" --cwd "$repo" \
     --env "OXVE_BIN=$bin" --env "OXVE_PLUGIN_TEST=$plugin_test" \
     --env "OXVE_PYDIR=$pydir" --env "CI=${CI:-}" \
     --env "OXVE_TEMPLATE_CACHE=$(dirname "$templates")" \
     --env "OXVE_VM_PLUGIN_TESTS=${OXVE_VM_PLUGIN_TESTS:-1}" \
-    -- "$here/storage-tests.sh" "$@"
+    -- "$here/storage-tests.sh" "$@" || rc=$?
+  exit "$rc"
 fi
 
 # --- in the VM ------------------------------------------------------------------
@@ -78,6 +89,8 @@ svc_iscsi iqn.2025-01.org.oxve:api 64M
 svc_vg oxvect 2G
 svc_thinpool oxvect data 512M
 svc_nfs /srv/nfs-ct
+svc_vg oxveqm 2G
+svc_thinpool oxveqm data 512M
 echo "storage-tests: services up in $((($(now) - t0) / 1000)) ms"
 
 export OXVE_HOSTVM_SERVICES=1
@@ -101,6 +114,7 @@ done
 t2=$(now)
 OXVE_VM_VG=oxveapi OXVE_VM_THINPOOL=data \
   OXVE_VM_CT_VG=oxvect OXVE_VM_CT_THINPOOL=data OXVE_VM_CT_NFS_EXPORT=/srv/nfs-ct \
+  OXVE_VM_QM_VG=oxveqm OXVE_VM_QM_THINPOOL=data \
   OXVE_VM_NFS_SERVER=127.0.0.1 OXVE_VM_NFS_EXPORT=/srv/nfs-api \
   OXVE_VM_CIFS_SHARE=api OXVE_VM_CIFS_DIR=/srv/smb-api \
   OXVE_VM_CIFS_USER=oxvesmb OXVE_VM_CIFS_PASSWORD='pl4in secret' \

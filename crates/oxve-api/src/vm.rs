@@ -642,7 +642,7 @@ pub fn write_plugs(node: &Node, vmid: u32, section: &VmSection) -> ApiResult<()>
             bridge: bridge.to_string(),
             tag: drive_opt(value, "tag").and_then(|t| t.parse().ok()),
             trunks: drive_opt(value, "trunks")
-                .map(|t| t.split(';').filter_map(|v| v.parse().ok()).collect())
+                .and_then(|t| oxve_lxc::net::parse_trunks(t, ';'))
                 .unwrap_or_default(),
             rate: drive_opt(value, "rate").and_then(|r| r.parse().ok()),
         };

@@ -9,13 +9,35 @@ use crate::error::LxcError;
 use crate::model::Net;
 use std::process::Command;
 
+/// Parses upstream's `trunks` (`10;20-30`, here with separator `sep`):
+/// VLAN ids 1-4094, ranges low to high; `None` when anything is off.
+pub fn parse_trunks(text: &str, sep: char) -> Option<Vec<(u32, u32)>> {
+    let vid = |v: &str| v.parse::<u32>().ok().filter(|n| (1..=4094).contains(n));
+    text.split(sep)
+        .map(|part| match part.split_once('-') {
+            Some((lo, hi)) => Some((vid(lo)?, vid(hi)?)).filter(|(l, h)| l <= h),
+            None => vid(part).map(|v| (v, v)),
+        })
+        .collect()
+}
+
+/// `10` or `10-20`, as `bridge vlan` takes them.
+fn vid_range((lo, hi): (u32, u32)) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
 /// What the hook needs to know of a NIC, as it travels on the hook's
 /// command line: `<bridge> <tag|-> <trunks|-> <rate|->`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plug {
     pub bridge: String,
     pub tag: Option<u32>,
-    pub trunks: Vec<u32>,
+    /// VLAN ranges (`10-20`; a single VLAN is a range of one).
+    pub trunks: Vec<(u32, u32)>,
     /// MB/s, as upstream's `rate`.
     pub rate: Option<f64>,
 }
@@ -29,7 +51,7 @@ impl Plug {
             trunks: net
                 .trunks
                 .as_deref()
-                .map(|t| t.split(';').filter_map(|v| v.parse().ok()).collect())
+                .and_then(|t| parse_trunks(t, ';'))
                 .unwrap_or_default(),
             rate: net.rate,
         })
@@ -41,7 +63,7 @@ impl Plug {
         let trunks = (!self.trunks.is_empty()).then(|| {
             self.trunks
                 .iter()
-                .map(u32::to_string)
+                .map(|r| vid_range(*r))
                 .collect::<Vec<_>>()
                 .join(",")
         });
@@ -69,11 +91,7 @@ impl Plug {
                 .map(|t| t.parse().map_err(|_| bad("tag", &t)))
                 .transpose()?,
             trunks: some(trunks)
-                .map(|t| {
-                    t.split(',')
-                        .map(|v| v.parse().map_err(|_| bad("trunk", v)))
-                        .collect::<Result<Vec<u32>, _>>()
-                })
+                .map(|t| parse_trunks(&t, ',').ok_or_else(|| bad("trunks", &t)))
                 .transpose()?
                 .unwrap_or_default(),
             rate: some(rate)
@@ -131,7 +149,7 @@ impl Plug {
         };
         let mut cmds = vec![strings(&["vlan", "del", "dev", veth, "vid", "1-4094"])];
         if !self.trunks.is_empty() {
-            cmds.extend(self.trunks.iter().map(|v| add(&v.to_string(), false)));
+            cmds.extend(self.trunks.iter().map(|r| add(&vid_range(*r), false)));
         } else if self.tag.is_none() {
             cmds.push(add("2-4094", false));
         }
@@ -330,11 +348,11 @@ mod tests {
         let p = Plug {
             bridge: "vmbr0".into(),
             tag: Some(5),
-            trunks: vec![7, 8],
+            trunks: vec![(7, 7), (8, 12)],
             rate: Some(1.5),
         };
         let args: Vec<String> = p.to_args().split(' ').map(str::to_string).collect();
-        assert_eq!(args, ["vmbr0", "5", "7,8", "1.5"]);
+        assert_eq!(args, ["vmbr0", "5", "7,8-12", "1.5"]);
         assert_eq!(Plug::from_args(&args).unwrap(), p);
         let bare = Plug {
             bridge: "br".into(),
@@ -346,6 +364,33 @@ mod tests {
         assert_eq!(Plug::from_args(&args).unwrap(), bare);
     }
 
+    #[test]
+    fn trunk_ranges() {
+        assert_eq!(
+            parse_trunks("10;20-22;4094", ';'),
+            Some(vec![(10, 10), (20, 22), (4094, 4094)])
+        );
+        assert_eq!(parse_trunks("10,11", ','), Some(vec![(10, 10), (11, 11)]));
+        for bad in ["", "0", "4095", "20-10", "a", "10;"] {
+            assert_eq!(parse_trunks(bad, ';'), None, "{bad}");
+        }
+        let p = Plug {
+            bridge: "vmbr0".into(),
+            tag: None,
+            trunks: vec![(10, 20), (30, 30)],
+            rate: None,
+        };
+        assert_eq!(
+            lines(p.vlan_commands("tap1i0")),
+            [
+                "vlan del dev tap1i0 vid 1-4094",
+                "vlan add dev tap1i0 vid 10-20",
+                "vlan add dev tap1i0 vid 30",
+                "vlan add dev tap1i0 vid 1 pvid untagged"
+            ]
+        );
+    }
+
     fn lines(cmds: Vec<Vec<String>>) -> Vec<String> {
         cmds.iter().map(|c| c.join(" ")).collect()
     }
@@ -355,7 +400,7 @@ mod tests {
         let plug = |tag, trunks: &[u32]| Plug {
             bridge: "vmbr0".into(),
             tag,
-            trunks: trunks.to_vec(),
+            trunks: trunks.iter().map(|v| (*v, *v)).collect(),
             rate: None,
         };
         assert_eq!(

@@ -271,7 +271,8 @@ def bridges(qm):
 def port_vlans(node, ifname: str) -> dict[int, list[str]]:
     """The VLANs of a bridge port: vid -> sorted flags."""
     [port] = json.loads(ns(node, "bridge", "-j", "vlan", "show", "dev", ifname).stdout)
-    return {v["vlan"]: sorted(v.get("flags", [])) for v in port["vlans"]}
+    return {vid: sorted(v.get("flags", [])) for v in port["vlans"]
+            for vid in range(v["vlan"], v.get("vlanEnd", v["vlan"]) + 1)}
 
 
 def test_nic_vlans_and_rate_limit(admin, nodename, bridges):
@@ -283,7 +284,7 @@ def test_nic_vlans_and_rate_limit(admin, nodename, bridges):
     api = admin.nodes(nodename).qemu(810)
     ok(admin, nodename, admin.nodes(nodename).qemu.post(
         vmid=810, memory=64, net0=f"virtio,bridge={VBRIDGE},tag=42,rate=0.5",
-        net1=f"virtio,bridge={VBRIDGE},trunks=10;20", net2=f"e1000,bridge={CBRIDGE},tag=42"))
+        net1=f"virtio,bridge={VBRIDGE},trunks=10;20-22", net2=f"e1000,bridge={CBRIDGE},tag=42"))
     ok(admin, nodename, api.status.start.post(), timeout=120)
     assert api.status.current.get()["qmpstatus"] == "running"
     links = {l["ifname"]: l for l in json.loads(ns(bridges, "ip", "-d", "-j", "link", "show").stdout)}
@@ -293,7 +294,8 @@ def test_nic_vlans_and_rate_limit(admin, nodename, bridges):
                        "bond0.42": f"{CBRIDGE}v42"}, masters
     assert links["bond0.42"]["linkinfo"]["info_data"]["id"] == 42
     assert port_vlans(bridges, "tap810i0") == {42: ["Egress Untagged", "PVID"]}
-    assert port_vlans(bridges, "tap810i1") == {1: ["Egress Untagged", "PVID"], 10: [], 20: []}
+    assert port_vlans(bridges, "tap810i1") == {1: ["Egress Untagged", "PVID"], 10: [], 20: [], 21: [],
+                                                22: []}
 
     # rate=0.5 MB/s = 4194304 bit/s, both ways, with 1 MiB bursts.
     classes = ns(bridges, "tc", "class", "show", "dev", "tap810i0").stdout.splitlines()

@@ -120,12 +120,15 @@ impl Runner for SystemRunner {
             .stdout
             .take()
             .ok_or_else(|| failed(cmd, "no stdout"))?;
+        let stderr = drain(child.stderr.take());
         let copied = std::io::copy(&mut stdout, out);
-        let result = child
-            .wait_with_output()
-            .map_err(|e| failed(cmd, e.to_string()))?;
-        if !result.status.success() {
-            return Err(exit_error(cmd, result.status, &result.stderr));
+        // The program may still write (or block on a full pipe) when the
+        // copy stopped early: it cannot be waited for with stdout open.
+        drop(stdout);
+        let status = child.wait().map_err(|e| failed(cmd, e.to_string()))?;
+        let stderr = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(exit_error(cmd, status, &stderr));
         }
         copied.map_err(|e| failed(cmd, format!("copying output: {e}")))?;
         Ok(())
@@ -139,17 +142,38 @@ impl Runner for SystemRunner {
             .spawn()
             .map_err(|e| failed(cmd, e.to_string()))?;
         let mut stdin = child.stdin.take().ok_or_else(|| failed(cmd, "no stdin"))?;
+        let stderr = drain(child.stderr.take());
         let copied = std::io::copy(input, &mut stdin);
         drop(stdin);
-        let result = child
-            .wait_with_output()
-            .map_err(|e| failed(cmd, e.to_string()))?;
-        if !result.status.success() {
-            return Err(exit_error(cmd, result.status, &result.stderr));
+        let status = child.wait().map_err(|e| failed(cmd, e.to_string()))?;
+        let stderr = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(exit_error(cmd, status, &stderr));
         }
         copied.map_err(|e| failed(cmd, format!("copying input: {e}")))?;
         Ok(())
     }
+}
+
+/// Reads a child's stderr on a thread of its own while its stdin or
+/// stdout is streamed: a program that writes many warnings must not block
+/// on a full stderr pipe (and with it the stream). Keeps the last 64 KiB.
+fn drain(stderr: Option<std::process::ChildStderr>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        const KEEP: usize = 64 * 1024;
+        let mut kept = Vec::new();
+        let Some(mut stderr) = stderr else {
+            return kept;
+        };
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 2 * KEEP {
+                kept.drain(..kept.len() - KEEP);
+            }
+        }
+        kept
+    })
 }
 
 /// Records commands instead of running them; answers each with the first
@@ -215,5 +239,63 @@ impl Runner for RecordingRunner {
         self.answer(cmd)?;
         std::io::copy(input, &mut std::io::sink()).map_err(|e| failed(cmd, e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes `left` bytes, then fails as a closed pipe.
+    struct Closing {
+        left: usize,
+    }
+
+    impl Write for Closing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sh(script: &str) -> Cmd {
+        Cmd::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn streams_survive_chatty_programs() {
+        // 1 MiB of warnings before any output: more than a pipe holds.
+        let chatty = "head -c 1048576 /dev/zero | tr '\\0' w >&2; echo done";
+        let mut out = Vec::new();
+        SystemRunner.run_to(&sh(chatty), &mut out).unwrap();
+        assert_eq!(out, b"done\n");
+        let mut input: &[u8] = b"some input";
+        SystemRunner
+            .run_from(
+                &sh(&format!("cat >/dev/null; {chatty} >/dev/null")),
+                &mut input,
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_gives_up_ends_the_program() {
+        // The program has far more to say than the writer takes: it gets
+        // SIGPIPE and the call returns (it used to wait for it forever).
+        let err = SystemRunner
+            .run_to(
+                &sh("head -c 10485760 /dev/zero"),
+                &mut Closing { left: 4096 },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("head -c"), "{err}");
     }
 }

@@ -224,7 +224,7 @@ def test_daemon_errors_in_one_line(vmnode):
     qm(node, "create", "301", "--memory", "64")
     try:
         for args in (["guest", "cmd", "301", "ping"],
-                     ["sendkey", "301", "ctrl-alt-delete"], ["disk", "rescan"]):
+                     ["sendkey", "301", "ctrl-alt-delete"], ["disk", "rescan", "--vmid", "999"]):
             err = fails(qm(node, *args, check=False))
             assert err, args
     finally:

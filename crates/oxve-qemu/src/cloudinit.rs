@@ -20,6 +20,7 @@
 //! falls back to when custom user data does not set one; OpenNebula's
 //! `ETH<n>_MAC` carries the NIC's MAC (upstream writes it empty).
 
+pub use crate::cmdline::windows_version;
 use oxve_schema::vmconfig::VmSection;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
@@ -453,19 +454,6 @@ fn dns_conf(section: &VmSection, dns: &HostDns) -> (Vec<String>, Vec<String>) {
 
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
-}
-
-/// Upstream's `windows_version` of an `ostype`; 0 for the rest.
-pub fn windows_version(ostype: Option<&str>) -> u32 {
-    match ostype {
-        Some("wxp" | "w2k3" | "w2k") => 5,
-        Some("w2k8" | "wvista") => 6,
-        Some(o) => o
-            .strip_prefix("win")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
-        None => 0,
-    }
 }
 
 /// Perl truthiness of a config value.

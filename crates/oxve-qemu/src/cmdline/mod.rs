@@ -22,7 +22,7 @@ mod quote;
 mod timer;
 
 pub use env::{ChainLink, HostEnv, Paths, PciDevice, PciMapping, SevCapabilities};
-pub use machine::{pve_revision as machine_pve_revision, Version};
+pub use machine::{pve_revision as machine_pve_revision, windows_version, Version};
 pub use net::NIC_MODELS;
 pub use ovmf::vars_template;
 pub use quote::{pretty, shell_quote, to_command_string};
